@@ -1,0 +1,107 @@
+package transport_test
+
+import (
+	"context"
+	"errors"
+	"math"
+	"net"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/virtrpc/virtrpc/transport"
+)
+
+func TestTuneIgnoresNonTCP(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	assert.NoError(t, transport.Tune(a, nil))
+
+	ctx := testCtx(t)
+	ln, err := transport.ListenUnix(ctx, filepath.Join(t.TempDir(), "sock"))
+	require.NoError(t, err)
+	serve(t, ln, echo)
+	c, err := transport.DialUnix(ctx, ln.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	assert.NoError(t, transport.Tune(c, &transport.TCPOptions{NotSentLowat: 1}))
+
+	err = transport.SetNotSentLowat(c, 1)
+	assert.ErrorIs(t, err, errors.ErrUnsupported)
+}
+
+func TestSetNotSentLowatRange(t *testing.T) {
+	a, b := net.Pipe()
+	defer a.Close()
+	defer b.Close()
+	for _, n := range []int{-1, math.MaxInt32 + 1} {
+		err := transport.SetNotSentLowat(a, n)
+		assert.ErrorContains(t, err, "out of range", n)
+	}
+	ctx := testCtx(t)
+	_, err := transport.ListenTCP(ctx, "127.0.0.1:0", &transport.TCPOptions{NotSentLowat: math.MaxInt32 + 1})
+	assert.ErrorContains(t, err, "out of range")
+}
+
+func TestListenTCPAcceptAfterClose(t *testing.T) {
+	ln, err := transport.ListenTCP(testCtx(t), "127.0.0.1:0", nil)
+	require.NoError(t, err)
+	require.NoError(t, ln.Close())
+	_, err = ln.Accept()
+	assert.ErrorIs(t, err, net.ErrClosed)
+	var opErr *net.OpError
+	assert.True(t, errors.As(err, &opErr), "Accept errors stay unwrapped: %T", err)
+}
+
+// freeAddr returns a loopback address nothing listens on.
+func freeAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+func TestDialTCPErrors(t *testing.T) {
+	_, err := transport.DialTCP(testCtx(t), freeAddr(t), nil)
+	assert.ErrorIs(t, err, syscall.ECONNREFUSED)
+
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	_, err = transport.DialTCP(ctx, freeAddr(t), nil)
+	assert.ErrorIs(t, err, context.Canceled)
+}
+
+func TestNetDialer(t *testing.T) {
+	ctx := testCtx(t)
+	var d transport.Dialer = &transport.NetDialer{}
+
+	tln, err := transport.ListenTCP(ctx, "127.0.0.1:0", nil)
+	require.NoError(t, err)
+	serve(t, tln, echo)
+	c, err := d.DialContext(ctx, "tcp", tln.Addr().String())
+	require.NoError(t, err)
+	roundTrip(t, c, "tcp")
+	c.Close()
+
+	uln, err := transport.ListenUnix(ctx, filepath.Join(t.TempDir(), "sock"))
+	require.NoError(t, err)
+	serve(t, uln, echo)
+	c, err = d.DialContext(ctx, "unix", uln.Addr().String())
+	require.NoError(t, err)
+	roundTrip(t, c, "unix")
+	c.Close()
+
+	c, err = d.DialContext(ctx, "udp", "127.0.0.1:1")
+	assert.Nil(t, c)
+	var unknown net.UnknownNetworkError
+	assert.ErrorAs(t, err, &unknown)
+
+	c, err = d.DialContext(ctx, "tcp", freeAddr(t))
+	assert.Nil(t, c, "no typed nil")
+	assert.Error(t, err)
+}
