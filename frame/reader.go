@@ -1,0 +1,177 @@
+package frame
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+)
+
+// ErrFrameTooLarge and ErrFrameTooSmall report a length word outside the
+// limits; they are wrapped in a *ProtocolError.
+var (
+	ErrFrameTooLarge = errors.New("frame length over the limit")
+	ErrFrameTooSmall = errors.New("frame length under the minimum")
+)
+
+// ProtocolError is a violation of the wire protocol by the peer. The
+// connection it came from cannot be used any more.
+type ProtocolError struct {
+	Header *Header // the offending frame's header, if it was read
+	Err    error
+}
+
+func (e *ProtocolError) Error() string {
+	if e.Header != nil {
+		return fmt.Sprintf("virtrpc: protocol error in %s: %v", e.Header, e.Err)
+	}
+	return fmt.Sprintf("virtrpc: protocol error: %v", e.Err)
+}
+
+func (e *ProtocolError) Unwrap() error { return e.Err }
+
+// Reader reads messages one at a time from a byte stream. It never allocates
+// for a payload: the caller reads it with Read into memory of its choosing
+// (for example straight into a stream consumer's buffer), or with Payload.
+//
+// Reader does no buffering of its own; wrap an unbuffered connection (TCP,
+// unix) in a bufio.Reader. A *tls.Conn already buffers a decrypted record.
+type Reader struct {
+	r       io.Reader
+	max     int // largest message without the length word
+	min     int // smallest length word
+	hdr     [Overhead]byte
+	remain  int // unread payload bytes of the current message
+	lastErr error
+}
+
+// ReaderOptions tunes a Reader; the zero value means libvirt's limits.
+type ReaderOptions struct {
+	// MaxMessage is the largest message accepted, header plus payload,
+	// without the length word. Zero means MaxMessage (32 MiB).
+	MaxMessage int
+	// MinLen is the smallest length word accepted. Zero means MinLen (28).
+	// Values below 28 are raised to 28.
+	MinLen int
+}
+
+// NewReader returns a Reader of messages from r.
+func NewReader(r io.Reader, opts *ReaderOptions) *Reader {
+	fr := &Reader{r: r, max: MaxMessage, min: MinLen}
+	if opts != nil {
+		if opts.MaxMessage > 0 {
+			fr.max = opts.MaxMessage
+		}
+		if opts.MinLen > MinLen {
+			fr.min = opts.MinLen
+		}
+	}
+	return fr
+}
+
+// Next reads the next message's length word and header. It returns the
+// header and the payload length; the payload must then be consumed with Read,
+// Payload or Discard before the next call (Next discards what is left).
+//
+// The length is checked before anything is allocated. io.EOF means the peer
+// closed cleanly between messages; io.ErrUnexpectedEOF means it closed inside
+// one. A length outside the limits is a *ProtocolError. After an error the
+// Reader keeps returning it: the stream cannot be resynchronised.
+func (fr *Reader) Next() (Header, int, error) {
+	if fr.lastErr != nil {
+		return Header{}, 0, fr.lastErr
+	}
+	if fr.remain > 0 {
+		if err := fr.Discard(); err != nil {
+			return Header{}, 0, err
+		}
+	}
+	if _, err := io.ReadFull(fr.r, fr.hdr[:LenSize]); err != nil {
+		return Header{}, 0, fr.fail(err)
+	}
+	n := int(binary.BigEndian.Uint32(fr.hdr[:LenSize]))
+	switch {
+	case n < fr.min:
+		return Header{}, 0, fr.fail(&ProtocolError{Err: fmt.Errorf("%w: %d < %d", ErrFrameTooSmall, n, fr.min)})
+	case n-LenSize > fr.max:
+		return Header{}, 0, fr.fail(&ProtocolError{Err: fmt.Errorf("%w: %d > %d", ErrFrameTooLarge, n-LenSize, fr.max)})
+	}
+	if _, err := io.ReadFull(fr.r, fr.hdr[LenSize:]); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return Header{}, 0, fr.fail(err)
+	}
+	fr.remain = n - Overhead
+	return ParseHeader(fr.hdr[:]), fr.remain, nil
+}
+
+// Read reads from the current message's payload; it returns io.EOF at its
+// end. Short reads from the underlying reader are passed on.
+func (fr *Reader) Read(p []byte) (int, error) {
+	if fr.lastErr != nil {
+		return 0, fr.lastErr
+	}
+	if fr.remain == 0 {
+		return 0, io.EOF
+	}
+	if len(p) > fr.remain {
+		p = p[:fr.remain]
+	}
+	n, err := fr.r.Read(p)
+	fr.remain -= n
+	if err != nil {
+		if err == io.EOF && fr.remain > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		if fr.remain > 0 || err != io.EOF {
+			return n, fr.fail(err)
+		}
+	}
+	return n, nil
+}
+
+// ReadFull fills p from the current payload, which must hold at least len(p)
+// more bytes.
+func (fr *Reader) ReadFull(p []byte) error {
+	if len(p) > fr.remain {
+		return fmt.Errorf("virtrpc: payload read of %d bytes with %d left", len(p), fr.remain)
+	}
+	_, err := io.ReadFull(fr, p)
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return err
+}
+
+// Payload reads the rest of the current payload into a new slice.
+func (fr *Reader) Payload() ([]byte, error) {
+	p := make([]byte, fr.remain)
+	if err := fr.ReadFull(p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Remaining is the number of unread payload bytes of the current message.
+func (fr *Reader) Remaining() int { return fr.remain }
+
+// Discard skips the rest of the current payload.
+func (fr *Reader) Discard() error {
+	if fr.remain == 0 {
+		return nil
+	}
+	var scratch [4096]byte
+	for fr.remain > 0 {
+		n := min(fr.remain, len(scratch))
+		if err := fr.ReadFull(scratch[:n]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (fr *Reader) fail(err error) error {
+	fr.lastErr = err
+	return err
+}

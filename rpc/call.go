@@ -1,0 +1,222 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/virtrpc/virtrpc/frame"
+	"github.com/virtrpc/virtrpc/frame/xdr"
+)
+
+// Procedure names a remote procedure: program, version and number.
+type Procedure struct {
+	Prog uint32
+	Vers uint32
+	Proc int32
+}
+
+func (p Procedure) String() string { return fmt.Sprintf("%#x/%d/%d", p.Prog, p.Vers, p.Proc) }
+
+type reply struct {
+	h       frame.Header
+	payload []byte
+}
+
+type pendingCall struct {
+	proc      Procedure
+	ch        chan reply // nil once the caller gave up: a late reply is dropped
+	errCh     chan error
+	cancelled bool
+}
+
+func (p *pendingCall) finish(r *reply, err error) {
+	if p.ch == nil {
+		return
+	}
+	if err != nil {
+		p.errCh <- err
+		return
+	}
+	p.ch <- *r
+}
+
+// Call sends a CALL with the XDR-encoded args and returns the reply's
+// payload. A failure reported by the peer is a *Error (errors.As). If ctx
+// ends first, Call returns at once with ctx's error and the late reply is
+// dropped.
+func (c *Conn) Call(ctx context.Context, p Procedure, args []byte) ([]byte, error) {
+	r, err := c.call(ctx, p, args, nil)
+	if err != nil {
+		return nil, err
+	}
+	return r.payload, nil
+}
+
+// CallXDR is Call with arguments and reply encoded by the xdr package's
+// reflection codec. args or reply may be nil for an empty payload.
+func (c *Conn) CallXDR(ctx context.Context, p Procedure, args, replyTo any) error {
+	var payload []byte
+	if args != nil {
+		var err error
+		if payload, err = xdr.Marshal(args); err != nil {
+			return fmt.Errorf("virtrpc: encoding arguments of %s: %w", p, err)
+		}
+	}
+	out, err := c.Call(ctx, p, payload)
+	if err != nil {
+		return err
+	}
+	if replyTo == nil {
+		if len(out) != 0 {
+			return fmt.Errorf("virtrpc: reply of %s has %d unexpected bytes", p, len(out))
+		}
+		return nil
+	}
+	if err := xdr.Unmarshal(out, replyTo); err != nil {
+		return fmt.Errorf("virtrpc: decoding reply of %s: %w", p, err)
+	}
+	return nil
+}
+
+// call sends a call and waits for its reply; before, if not nil, runs once
+// the serial is known and before the call is queued (to register a stream).
+func (c *Conn) call(ctx context.Context, p Procedure, args []byte, before func(serial uint32) func()) (*reply, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if c.isServer && c.Mode() != ModeNative {
+		return nil, fmt.Errorf("%w: a libvirt client serves no calls", ErrCompatMode)
+	}
+	if semp := c.callSem.Load(); semp != nil {
+		sem := *semp
+		select {
+		case sem <- struct{}{}:
+			defer func() { <-sem }()
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-c.done:
+			return nil, c.err
+		}
+	}
+	if len(args)+frame.HeaderSize > c.cfg.MaxMessage {
+		return nil, fmt.Errorf("virtrpc: arguments of %s: %w: %d bytes", p, frame.ErrFrameTooLarge, len(args))
+	}
+	pc := &pendingCall{proc: p, ch: make(chan reply, 1), errCh: make(chan error, 1)}
+	c.mu.Lock()
+	if c.Err() != nil {
+		c.mu.Unlock()
+		return nil, c.err
+	}
+	serial := c.nextSerial
+	c.nextSerial++
+	if c.isServer {
+		c.nextSerial |= frame.ServerSerialBit
+	} else {
+		c.nextSerial &^= frame.ServerSerialBit
+	}
+	c.pending[serial] = pc
+	c.mu.Unlock()
+
+	var undo func()
+	if before != nil {
+		undo = before(serial)
+	}
+	h := frame.Header{Prog: p.Prog, Vers: p.Vers, Proc: p.Proc, Type: frame.TypeCall, Serial: serial}
+	if err := c.sched.sendCall(frame.Append(make([]byte, 0, frame.Overhead+len(args)), h, args)); err != nil {
+		c.forget(serial)
+		if undo != nil {
+			undo()
+		}
+		return nil, err
+	}
+	select {
+	case r := <-pc.ch:
+		if r.h.Status == frame.StatusError {
+			if undo != nil {
+				undo()
+			}
+			return nil, decodeRemoteError(r.payload)
+		}
+		return &r, nil
+	case err := <-pc.errCh:
+		if undo != nil {
+			undo()
+		}
+		return nil, err
+	case <-ctx.Done():
+		c.mu.Lock()
+		if cur, ok := c.pending[serial]; ok && cur == pc {
+			pc.cancelled = true // keep the serial: its late reply is expected
+		}
+		c.mu.Unlock()
+		if undo != nil {
+			undo()
+		}
+		return nil, ctx.Err()
+	}
+}
+
+func (c *Conn) forget(serial uint32) {
+	c.mu.Lock()
+	delete(c.pending, serial)
+	c.mu.Unlock()
+}
+
+func decodeRemoteError(payload []byte) error {
+	e, err := frame.DecodeError(payload)
+	if err != nil {
+		return err
+	}
+	return e
+}
+
+// handleReply pairs a REPLY with its call. A reply nobody asked for is a
+// protocol violation; the late reply of a cancelled call is dropped.
+func (c *Conn) handleReply(h frame.Header, fr *frame.Reader) error {
+	c.mu.Lock()
+	pc, ok := c.pending[h.Serial]
+	if ok {
+		delete(c.pending, h.Serial)
+	}
+	c.mu.Unlock()
+	if !ok {
+		return fmt.Errorf("reply to serial %d, which has no call outstanding", h.Serial)
+	}
+	if pc.proc != (Procedure{h.Prog, h.Vers, h.Proc}) {
+		return fmt.Errorf("reply for %s to the call of %s", Procedure{h.Prog, h.Vers, h.Proc}, pc.proc)
+	}
+	if h.Status != frame.StatusOK && h.Status != frame.StatusError {
+		return fmt.Errorf("reply with status %s", h.Status)
+	}
+	payload, err := fr.Payload()
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	cancelled := pc.cancelled
+	c.mu.Unlock()
+	if cancelled {
+		return nil
+	}
+	pc.finish(&reply{h: h, payload: payload}, nil)
+	return nil
+}
+
+// Send sends a one-way MESSAGE with the given payload. It returns once the
+// message is queued. In compat mode only the server may send messages.
+func (c *Conn) Send(ctx context.Context, p Procedure, payload []byte) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if !c.isServer && c.Mode() != ModeNative {
+		return fmt.Errorf("%w: libvirt servers accept no MESSAGE from clients", ErrCompatMode)
+	}
+	if len(payload)+frame.HeaderSize > c.cfg.MaxMessage {
+		return fmt.Errorf("virtrpc: message %s: %w: %d bytes", p, frame.ErrFrameTooLarge, len(payload))
+	}
+	h := frame.Header{Prog: p.Prog, Vers: p.Vers, Proc: p.Proc, Type: frame.TypeMessage}
+	return c.sched.sendCall(frame.Append(make([]byte, 0, frame.Overhead+len(payload)), h, payload))
+}
+
+var errUnknownProc = errors.New("unknown procedure")

@@ -1,0 +1,294 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/virtrpc/virtrpc/frame"
+	"github.com/virtrpc/virtrpc/stream"
+)
+
+// Handler serves one call. It returns the reply's XDR payload, or an error
+// that the caller receives as a *Error (pass a *Error to choose its code;
+// any other error is sent as an internal error with its text). ctx is
+// cancelled when the connection closes.
+type Handler func(ctx context.Context, req *Request) ([]byte, error)
+
+// MessageHandler receives one MESSAGE. Messages of a connection are
+// delivered in order, one at a time.
+type MessageHandler func(ctx context.Context, msg *Message)
+
+// Mux maps procedures to handlers. Register before connections use it.
+type Mux struct {
+	mu       sync.RWMutex
+	calls    map[Procedure]Handler
+	messages map[Procedure]MessageHandler
+	fallback MessageHandler
+}
+
+// NewMux returns an empty Mux.
+func NewMux() *Mux {
+	return &Mux{calls: map[Procedure]Handler{}, messages: map[Procedure]MessageHandler{}}
+}
+
+// Handle registers h for calls of p.
+func (m *Mux) Handle(p Procedure, h Handler) {
+	m.mu.Lock()
+	m.calls[p] = h
+	m.mu.Unlock()
+}
+
+// HandleMessage registers h for messages of p.
+func (m *Mux) HandleMessage(p Procedure, h MessageHandler) {
+	m.mu.Lock()
+	m.messages[p] = h
+	m.mu.Unlock()
+}
+
+// HandleOtherMessages registers h for messages no other handler takes.
+func (m *Mux) HandleOtherMessages(h MessageHandler) {
+	m.mu.Lock()
+	m.fallback = h
+	m.mu.Unlock()
+}
+
+func (m *Mux) call(p Procedure) Handler {
+	if m == nil {
+		return nil
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.calls[p]
+}
+
+func (m *Mux) message(p Procedure) MessageHandler {
+	if m == nil {
+		return nil
+	}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if h := m.messages[p]; h != nil {
+		return h
+	}
+	return m.fallback
+}
+
+// Request is one call being served.
+type Request struct {
+	Header  frame.Header
+	Payload []byte
+
+	conn    *Conn
+	mu      sync.Mutex
+	st      *stream.Stream
+	replied bool
+}
+
+// Procedure is the called procedure.
+func (r *Request) Procedure() Procedure {
+	return Procedure{r.Header.Prog, r.Header.Vers, r.Header.Proc}
+}
+
+// Conn is the connection the call came on.
+func (r *Request) Conn() *Conn { return r.conn }
+
+// Message is one received MESSAGE.
+type Message struct {
+	Header  frame.Header
+	Payload []byte
+	Conn    *Conn
+}
+
+// handleCall dispatches a CALL to its handler on a new goroutine, or
+// answers it at once (HELLO, auth gate, unknown procedure, over the bound).
+func (c *Conn) handleCall(h frame.Header, fr *frame.Reader) error {
+	payload, err := fr.Payload()
+	if err != nil {
+		return err
+	}
+	first := !c.firstCall.Swap(true)
+	if h.Prog == frame.ControlProgram {
+		return c.serveControl(h, payload, first)
+	}
+	if first && c.isServer && c.cfg.Negotiation == RequireNative {
+		return errors.New("first call is not HELLO, and native mode is required")
+	}
+	if !c.isServer && c.Mode() != ModeNative {
+		return errors.New("call from a server in compat mode")
+	}
+	p := Procedure{h.Prog, h.Vers, h.Proc}
+	if !c.authed.Load() && !c.cfg.Auth.allows(p) {
+		c.replyError(h, rpcError(frame.CodeRPC, "authentication required"))
+		return nil
+	}
+	handler := c.cfg.Handlers.call(p)
+	if handler == nil {
+		c.replyError(h, rpcError(frame.CodeRPC, "unknown procedure %d in program %#x version %d", h.Proc, h.Prog, h.Vers))
+		return nil
+	}
+	if int(c.serving.Add(1)) > c.cfg.MaxConcurrentCalls {
+		c.serving.Add(-1)
+		c.replyError(h, rpcError(frame.CodeRPC, "too many concurrent calls (limit %d)", c.cfg.MaxConcurrentCalls))
+		return nil
+	}
+	req := &Request{Header: h, Payload: payload, conn: c}
+	c.handlers.Add(1)
+	go c.serve(handler, req)
+	return nil
+}
+
+func (g *AuthGate) allows(p Procedure) bool {
+	if g == nil {
+		return true
+	}
+	for _, q := range g.Procedures {
+		if q == p {
+			return true
+		}
+	}
+	return false
+}
+
+func (c *Conn) serve(handler Handler, req *Request) {
+	defer c.handlers.Done()
+	defer c.serving.Add(-1)
+	out, err := runHandler(c.handlerCtx, handler, req)
+	req.finish(out, err)
+}
+
+// runHandler turns a handler's panic into an error reply: one bad handler
+// must not take down the process's other connections.
+func runHandler(ctx context.Context, h Handler, req *Request) (out []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = rpcError(frame.CodeInternalError, "handler panic: %v", r)
+		}
+	}()
+	return h(ctx, req)
+}
+
+// Reply sends the reply now, before the handler returns, so a handler can
+// go on to move the stream it opened with Stream. The handler's own return
+// value is then ignored, except that an error aborts the stream.
+func (r *Request) Reply(payload []byte) error {
+	r.mu.Lock()
+	if r.replied {
+		r.mu.Unlock()
+		return errors.New("virtrpc: reply already sent")
+	}
+	r.replied = true
+	st := r.st
+	r.mu.Unlock()
+	err := r.conn.reply(r.Header, payload)
+	if st != nil {
+		if err != nil {
+			st.Fail(err)
+			r.conn.Release(st)
+		} else {
+			st.Unhold()
+		}
+	}
+	return err
+}
+
+func (r *Request) finish(out []byte, err error) {
+	r.mu.Lock()
+	replied, st := r.replied, r.st
+	r.replied = true
+	r.mu.Unlock()
+	if replied {
+		if err != nil && st != nil {
+			_ = st.CloseWithError(err)
+		}
+		return
+	}
+	if err != nil {
+		if st != nil {
+			st.Fail(err)
+			r.conn.Release(st)
+		}
+		r.conn.replyError(r.Header, toRemote(err))
+		return
+	}
+	if rerr := r.conn.reply(r.Header, out); rerr != nil && st != nil {
+		st.Fail(rerr)
+		r.conn.Release(st)
+		return
+	}
+	if st != nil {
+		st.Unhold()
+	}
+}
+
+func toRemote(err error) *frame.Error {
+	var fe *frame.Error
+	if errors.As(err, &fe) {
+		return fe
+	}
+	return rpcError(frame.CodeInternalError, "%s", err.Error())
+}
+
+func (c *Conn) reply(h frame.Header, payload []byte) error {
+	h.Type, h.Status = frame.TypeReply, frame.StatusOK
+	if len(payload)+frame.HeaderSize > c.cfg.MaxMessage {
+		c.replyError(h, rpcError(frame.CodeInternalError, "reply of %d bytes over the message limit", len(payload)))
+		return frame.ErrFrameTooLarge
+	}
+	return c.sched.sendCall(frame.Append(make([]byte, 0, frame.Overhead+len(payload)), h, payload))
+}
+
+func (c *Conn) replyError(h frame.Header, e *frame.Error) {
+	h.Type, h.Status = frame.TypeReply, frame.StatusError
+	_ = c.sched.sendCall(frame.Append(nil, h, frame.EncodeError(e)))
+}
+
+// handleMessage answers keepalive, applies credit, and queues the rest for
+// the message handlers.
+func (c *Conn) handleMessage(h frame.Header, fr *frame.Reader) error {
+	switch h.Prog {
+	case frame.KeepaliveProgram:
+		if err := fr.Discard(); err != nil {
+			return err
+		}
+		switch h.Proc {
+		case frame.KeepalivePing:
+			c.sendKeepalive(frame.KeepalivePong)
+		case frame.KeepalivePong:
+			c.gotPong()
+		}
+		return nil
+	case frame.ControlProgram:
+		if h.Proc != frame.ControlCredit || c.Mode() != ModeNative {
+			return errors.New("unexpected control message")
+		}
+		var b [frame.CreditPayloadSize]byte
+		if fr.Remaining() != len(b) {
+			return errors.New("credit payload of wrong size")
+		}
+		if err := fr.ReadFull(b[:]); err != nil {
+			return err
+		}
+		n, _ := frame.ParseCredit(b[:])
+		c.mu.Lock()
+		s := c.streams[h.Serial]
+		c.mu.Unlock()
+		if s != nil {
+			return s.AddCredit(n)
+		}
+		return nil
+	}
+	payload, err := fr.Payload()
+	if err != nil {
+		return err
+	}
+	if c.isServer && c.Mode() != ModeNative {
+		return errors.New("MESSAGE from a client in compat mode")
+	}
+	if !c.authed.Load() {
+		c.cfg.log.Debug("virtrpc: dropping message before authentication", "header", h)
+		return nil
+	}
+	c.msgs.push(&Message{Header: h, Payload: payload, Conn: c})
+	return nil
+}

@@ -1,0 +1,109 @@
+package rpc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/virtrpc/virtrpc/frame"
+)
+
+var helloProc = Procedure{frame.ControlProgram, frame.ControlVersion, frame.ControlHello}
+
+// nativeFeatures are the features native mode needs from both sides.
+var nativeFeatures = []string{frame.FeatureFlowControl, frame.FeatureLargeFrames, frame.FeatureBidi}
+
+func (c *Conn) localHello() *frame.Hello {
+	return &frame.Hello{
+		Version:          1,
+		Features:         nativeFeatures,
+		MaxStreamPayload: uint32(c.cfg.MaxMessage - frame.HeaderSize),
+		InitialWindow:    uint32(c.cfg.StreamWindow),
+		MaxCalls:         uint32(c.cfg.MaxConcurrentCalls),
+	}
+}
+
+// hello negotiates native mode from the dialing side. A peer that answers
+// with an error (libvirtd: unknown program) leaves the connection in compat
+// mode, or fails it under RequireNative.
+func (c *Conn) hello(ctx context.Context) error {
+	start := time.Now()
+	r, err := c.call(ctx, helloProc, frame.EncodeHello(c.localHello()), nil)
+	if err != nil {
+		var fe *frame.Error
+		if !errors.As(err, &fe) {
+			return fmt.Errorf("virtrpc: HELLO: %w", err)
+		}
+		if c.cfg.Negotiation == RequireNative {
+			return fmt.Errorf("%w: the peer answered HELLO with %w", ErrNativeRefused, fe)
+		}
+		c.cfg.log.Debug("virtrpc: running in compat mode", "hello_error", fe)
+		return nil
+	}
+	c.noteRTT(time.Since(start))
+	peer, err := frame.DecodeHello(r.payload)
+	if err != nil {
+		return err
+	}
+	if missing := missingFeatures(peer); len(missing) > 0 {
+		if c.cfg.Negotiation == RequireNative {
+			return fmt.Errorf("%w: the peer lacks features %v", ErrNativeRefused, missing)
+		}
+		return nil
+	}
+	c.goNative(peer)
+	return nil
+}
+
+func missingFeatures(h *frame.Hello) []string {
+	var missing []string
+	for _, f := range nativeFeatures {
+		if !h.Has(f) {
+			missing = append(missing, f)
+		}
+	}
+	return missing
+}
+
+func (c *Conn) goNative(peer *frame.Hello) {
+	c.peer.Store(peer)
+	if peer.MaxCalls > 0 {
+		sem := make(chan struct{}, peer.MaxCalls)
+		c.callSem.Store(&sem)
+	}
+	c.mode.Store(int32(ModeNative))
+}
+
+// serveControl answers calls of the control program: HELLO, on the
+// accepting side, as the first call.
+func (c *Conn) serveControl(h frame.Header, payload []byte, first bool) error {
+	if h.Proc != frame.ControlHello || h.Vers != frame.ControlVersion || !c.isServer || c.cfg.Negotiation == CompatOnly {
+		// What libvirtd says to a program it does not serve.
+		c.replyError(h, rpcError(frame.CodeRPC, "Cannot find program %d version %d", h.Prog, h.Vers))
+		return nil
+	}
+	if !first {
+		c.replyError(h, rpcError(frame.CodeRPC, "HELLO must be the first call of a connection"))
+		return nil
+	}
+	peer, err := frame.DecodeHello(payload)
+	if err != nil {
+		c.replyError(h, rpcError(frame.CodeRPC, "%s", err.Error()))
+		return nil
+	}
+	mine := c.localHello()
+	var common []string
+	for _, f := range mine.Features {
+		if peer.Has(f) {
+			common = append(common, f)
+		}
+	}
+	mine.Features = common
+	if len(missingFeatures(mine)) == 0 {
+		c.goNative(peer) // before the reply: the peer's next frame is native
+	} else if c.cfg.Negotiation == RequireNative {
+		return fmt.Errorf("%w: the peer lacks features %v", ErrNativeRefused, missingFeatures(peer))
+	}
+	return c.reply(h, frame.EncodeHello(mine))
+}

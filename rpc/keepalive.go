@@ -1,0 +1,51 @@
+package rpc
+
+import (
+	"time"
+
+	"github.com/virtrpc/virtrpc/frame"
+)
+
+// sendKeepalive queues a PING or PONG ahead of everything else. Pongs are
+// queued straight from the read loop, so they never wait behind bulk data
+// for more than the frame being written.
+func (c *Conn) sendKeepalive(proc int32) {
+	var b [frame.Overhead]byte
+	frame.PutHeader(b[:], frame.Header{Prog: frame.KeepaliveProgram, Vers: frame.KeepaliveVersion, Proc: proc, Type: frame.TypeMessage}, 0)
+	c.sched.sendControl(b[:])
+}
+
+func (c *Conn) gotPong() {
+	if sent := c.stats.pingSent.Swap(0); sent != 0 {
+		c.noteRTT(time.Since(time.Unix(0, sent)))
+	}
+}
+
+// keepalive pings after an interval of silence and declares the peer dead
+// after interval × (count + 1) without receiving anything, as libvirt does.
+func (c *Conn) keepalive() {
+	defer c.loops.Done()
+	interval := c.cfg.KeepaliveInterval
+	deadAfter := interval * time.Duration(c.cfg.KeepaliveCount+1)
+	tick := time.NewTicker(max(interval/4, time.Millisecond))
+	defer tick.Stop()
+	var lastPing time.Time
+	for {
+		select {
+		case <-c.done:
+			return
+		case now := <-tick.C:
+			idle := now.Sub(time.Unix(0, c.lastRecv.Load()))
+			if idle >= deadAfter {
+				_ = c.closeWith(ErrKeepaliveTimeout)
+				return
+			}
+			if idle >= interval && now.Sub(lastPing) >= interval {
+				lastPing = now
+				c.stats.pingSent.CompareAndSwap(0, now.UnixNano())
+				c.sendKeepalive(frame.KeepalivePing)
+				c.stats.pingsOut.Add(1)
+			}
+		}
+	}
+}

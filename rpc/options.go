@@ -1,0 +1,130 @@
+package rpc
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/virtrpc/virtrpc/frame"
+)
+
+// Negotiation is the policy for virtrpc's native mode.
+type Negotiation int
+
+const (
+	// AcceptCompat (the default) tries native mode and runs in libvirt
+	// compat mode if the peer does not speak it. Conn.Mode tells which.
+	AcceptCompat Negotiation = iota
+	// RequireNative fails the connection up front, with ErrNativeRefused,
+	// when the peer does not speak native mode: no silent fallback.
+	RequireNative
+	// CompatOnly never offers native mode (talk to libvirt as libvirt does).
+	// A server with CompatOnly refuses HELLO as libvirtd would.
+	CompatOnly
+)
+
+// Mode is what a connection runs.
+type Mode int32
+
+const (
+	// ModeCompat: libvirt's protocol; no stream credit (memory is bounded
+	// by pausing reads, which stalls the whole connection while a stream's
+	// consumer is behind), only the server sends MESSAGE frames.
+	ModeCompat Mode = iota
+	// ModeNative: virtrpc peers with per-stream flow control, larger
+	// frames, and calls and messages in both directions.
+	ModeNative
+)
+
+func (m Mode) String() string {
+	if m == ModeNative {
+		return "native"
+	}
+	return "compat"
+}
+
+// AuthGate holds back every call but the listed procedures (and the
+// keepalive and control programs) until Conn.Authenticate is called, usually
+// by the handler of the last authentication step. Other calls get the error
+// reply "authentication required", as libvirtd sends.
+type AuthGate struct {
+	Procedures []Procedure
+}
+
+// Options configure a connection. The zero value (or nil) means the
+// documented defaults.
+type Options struct {
+	// Handlers serves the peer's calls and messages. Nil serves none: every
+	// call gets an "unknown procedure" error reply.
+	Handlers *Mux
+	// Negotiation: default AcceptCompat.
+	Negotiation Negotiation
+	// Auth gates dispatch until the connection is authenticated; nil means
+	// it is authenticated from the start.
+	Auth *AuthGate
+	// MaxConcurrentCalls bounds the peer's calls served at once; more get
+	// an error reply. In native mode the peer learns it and waits instead.
+	// Default 256.
+	MaxConcurrentCalls int
+	// KeepaliveInterval: a PING is sent after this long without receiving
+	// anything; the peer is declared dead after interval × (count + 1).
+	// Default 5s (libvirt's); negative disables sending pings (pings from
+	// the peer are always answered).
+	KeepaliveInterval time.Duration
+	// KeepaliveCount: default 5.
+	KeepaliveCount int
+	// StreamWindow is the initial receive window of each stream in native
+	// mode. Default 1 MiB.
+	StreamWindow int
+	// MaxStreamWindow caps a stream's auto-tuned window. Default 16 MiB.
+	MaxStreamWindow int
+	// ConnectionWindow bounds the growth of all streams' windows together.
+	// Default 64 MiB.
+	ConnectionWindow int
+	// ChunkSize is the data payload of a stream frame this side sends.
+	// Default 65508 (a 64 KiB frame: whole TLS records). Toward a libvirt
+	// peer it is at most 262120.
+	ChunkSize int
+	// MaxMessage bounds a received message (header plus payload).
+	// Default 32 MiB, libvirt's limit.
+	MaxMessage int
+	// CompatStreamBuffer is how many bytes a stream buffers in compat mode
+	// before the read loop pauses. Default 4 MiB.
+	CompatStreamBuffer int
+	// Logger receives debug and error logs; nil is silent.
+	Logger *slog.Logger
+}
+
+type config struct {
+	Options
+	log *slog.Logger
+}
+
+func resolve(o *Options) config {
+	var c config
+	if o != nil {
+		c.Options = *o
+	}
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&c.MaxConcurrentCalls, 256)
+	def(&c.KeepaliveCount, 5)
+	def(&c.StreamWindow, 1<<20)
+	def(&c.MaxStreamWindow, 16<<20)
+	def(&c.ConnectionWindow, 64<<20)
+	def(&c.ChunkSize, frame.AlignedStreamPayload)
+	def(&c.MaxMessage, frame.MaxMessage)
+	def(&c.CompatStreamBuffer, 4<<20)
+	c.MaxStreamWindow = max(c.MaxStreamWindow, c.StreamWindow)
+	c.ChunkSize = min(c.ChunkSize, c.MaxMessage-frame.HeaderSize)
+	if c.KeepaliveInterval == 0 {
+		c.KeepaliveInterval = 5 * time.Second
+	}
+	c.log = c.Logger
+	if c.log == nil {
+		c.log = slog.New(slog.DiscardHandler)
+	}
+	return c
+}

@@ -1,0 +1,46 @@
+package rpc
+
+import "sync/atomic"
+
+type statCounters struct {
+	bytesIn, bytesOut             atomic.Int64
+	framesIn, framesOut           atomic.Int64
+	streamBytesIn, streamBytesOut atomic.Int64
+	streamsOpened                 atomic.Int64
+	pingsOut                      atomic.Int64
+	pingSent                      atomic.Int64 // unix nanos of an unanswered ping
+}
+
+// Stats are a connection's counters since it started.
+type Stats struct {
+	BytesSent, BytesReceived             int64 // whole messages, headers included
+	FramesSent, FramesReceived           int64
+	StreamBytesSent, StreamBytesReceived int64 // stream data payload only
+	StreamsOpen                          int   // streams registered now
+	StreamsOpened                        int64
+	CallsServing                         int // handlers running now
+	PingsSent                            int64
+	Mode                                 Mode
+	RTT                                  int64 // nanoseconds, the current estimate
+}
+
+// Stats returns a snapshot of the connection's counters.
+func (c *Conn) Stats() Stats {
+	c.mu.Lock()
+	open := len(c.streams)
+	c.mu.Unlock()
+	return Stats{
+		BytesSent:           c.stats.bytesOut.Load(),
+		BytesReceived:       c.stats.bytesIn.Load(),
+		FramesSent:          c.stats.framesOut.Load(),
+		FramesReceived:      c.stats.framesIn.Load(),
+		StreamBytesSent:     c.stats.streamBytesOut.Load(),
+		StreamBytesReceived: c.stats.streamBytesIn.Load(),
+		StreamsOpen:         open,
+		StreamsOpened:       c.stats.streamsOpened.Load(),
+		CallsServing:        int(c.serving.Load()),
+		PingsSent:           c.stats.pingsOut.Load(),
+		Mode:                c.Mode(),
+		RTT:                 c.rttNanos.Load(),
+	}
+}

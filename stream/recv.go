@@ -1,0 +1,386 @@
+package stream
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/virtrpc/virtrpc/frame"
+)
+
+// chunk is one received data payload (buf[off:n]) or a hole (hole > 0).
+type chunk struct {
+	buf  *[]byte
+	off  int
+	n    int
+	hole int64
+}
+
+func (c *chunk) empty() bool { return c.off >= c.n && c.hole == 0 }
+
+// HandleFrame processes one STREAM or STREAM_HOLE message for this stream,
+// reading its payload from fr. It runs on the connection's read loop and
+// never waits for the consumer, except in compat mode, where there is no
+// credit and a full buffer pauses the whole connection (libvirt does the
+// same). An error is a protocol violation: the connection must close.
+func (s *Stream) HandleFrame(h frame.Header, fr *frame.Reader) error {
+	n := fr.Remaining()
+	if h.Type == frame.TypeStreamHole {
+		if !s.cfg.Sparse {
+			return fmt.Errorf("%w: hole on a stream opened without sparse", ErrNotSparse)
+		}
+		if h.Status != frame.StatusContinue {
+			return fmt.Errorf("hole with status %s", h.Status)
+		}
+		var p [frame.HolePayloadSize]byte
+		if n != len(p) {
+			return fmt.Errorf("hole payload of %d bytes, want %d", n, len(p))
+		}
+		if err := fr.ReadFull(p[:]); err != nil {
+			return err
+		}
+		length, _, err := frame.ParseHole(p[:])
+		if err != nil {
+			return err
+		}
+		s.recvHole(length)
+		return nil
+	}
+	switch h.Status {
+	case frame.StatusContinue:
+		if n == 0 {
+			s.peerFinished() // libvirtd's end-of-data marker
+			return nil
+		}
+		return s.recvData(fr, n)
+	case frame.StatusOK:
+		if err := fr.Discard(); err != nil {
+			return err
+		}
+		s.gotOK()
+		return nil
+	case frame.StatusError:
+		p, err := fr.Payload()
+		if err != nil {
+			return err
+		}
+		s.gotError(p)
+		return nil
+	}
+	return fmt.Errorf("stream frame with unknown status %s", h.Status)
+}
+
+func (s *Stream) recvData(fr *frame.Reader, n int) error {
+	s.mu.Lock()
+	if s.cfg.Role == Native && s.received+int64(n) > s.recvLimit {
+		lim, got := s.recvLimit, s.received
+		s.mu.Unlock()
+		return fmt.Errorf("peer sent %d bytes past its credit (granted %d, had sent %d)", got+int64(n)-lim, lim, got)
+	}
+	if s.eof {
+		s.mu.Unlock()
+		return errors.New("stream data after the sender's finish")
+	}
+	s.received += int64(n)
+	s.mu.Unlock()
+
+	buf := getBuf(n)
+	if err := fr.ReadFull((*buf)[:n]); err != nil {
+		putBuf(buf)
+		return err
+	}
+	s.recvBytes.Add(int64(n))
+
+	s.mu.Lock()
+	if s.lerr != nil || s.rerr != nil {
+		// Closed or aborted locally: late data is dropped, but still counts
+		// as consumed so the sender is not left waiting for credit.
+		s.mu.Unlock()
+		putBuf(buf)
+		return nil
+	}
+	s.inq = append(s.inq, chunk{buf: buf, n: n})
+	s.inBytes += n
+	s.gotData = true
+	s.recvCond.Broadcast()
+	if s.cfg.Role != Native {
+		for s.inBytes > s.cfg.CompatLimit && s.lerr == nil && s.rerr == nil {
+			s.recvCond.Wait()
+		}
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+func (s *Stream) recvHole(length int64) {
+	if length == 0 {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lerr != nil || s.rerr != nil {
+		return
+	}
+	// Merge with a trailing hole so a flood of holes cannot grow the queue.
+	if k := len(s.inq); k > 0 && s.inq[k-1].buf == nil {
+		s.inq[k-1].hole += length
+	} else {
+		s.inq = append(s.inq, chunk{hole: length})
+	}
+	s.gotData = true
+	s.recvCond.Broadcast()
+}
+
+func (s *Stream) peerFinished() {
+	s.mu.Lock()
+	s.eof = true
+	s.recvCond.Broadcast()
+	s.mu.Unlock()
+}
+
+// gotOK handles STREAM/OK: the verdict on our finish, or the sender's finish.
+func (s *Stream) gotOK() {
+	s.mu.Lock()
+	if s.finSent {
+		s.verdict = true
+		ack := s.cfg.Role == CompatServer && !s.eof && s.lerr == nil
+		s.eof = true
+		s.sendCond.Broadcast()
+		s.recvCond.Broadcast()
+		s.mu.Unlock()
+		if ack {
+			// libvirtd answers the client's OK to its end-of-data marker.
+			s.pushEmpty(frame.StatusOK)
+		}
+		return
+	}
+	s.eof = true
+	s.recvCond.Broadcast()
+	s.mu.Unlock()
+}
+
+// gotError handles STREAM/ERROR: the peer aborted, or failed.
+func (s *Stream) gotError(payload []byte) {
+	var err error = ErrAborted
+	if len(payload) > 0 {
+		if e, derr := frame.DecodeError(payload); derr == nil {
+			err = e
+		} else {
+			err = fmt.Errorf("%w (undecodable error payload: %v)", ErrAborted, derr)
+		}
+	}
+	s.mu.Lock()
+	already := s.rerr != nil
+	if !already {
+		s.rerr = err
+	}
+	local := s.lerr != nil
+	s.dropQueueLocked()
+	s.sendCond.Broadcast()
+	s.recvCond.Broadcast()
+	s.mu.Unlock()
+	if s.cfg.Role == CompatServer && !already && !local {
+		// libvirtd acknowledges a client's abort with STREAM/OK.
+		s.mu.Lock()
+		s.finSent = true
+		s.mu.Unlock()
+		s.push(outFrame{msg: make([]byte, frame.Overhead)}, frame.TypeStream, frame.StatusOK)
+	}
+	if local {
+		s.release()
+	}
+}
+
+// next returns the next chunk for the reader, waiting for one. It returns
+// io.EOF after the sender's finish.
+func (s *Stream) next() (chunk, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for {
+		if s.lerr != nil {
+			return chunk{}, s.lerr
+		}
+		if s.rerr != nil {
+			return chunk{}, s.rerr
+		}
+		if len(s.inq) > 0 {
+			c := s.inq[0]
+			copy(s.inq, s.inq[1:])
+			s.inq[len(s.inq)-1] = chunk{}
+			s.inq = s.inq[:len(s.inq)-1]
+			return c, nil
+		}
+		if s.eof {
+			return chunk{}, io.EOF
+		}
+		s.recvCond.Wait()
+	}
+}
+
+// consume accounts for n data bytes taken by the reader and grants credit.
+func (s *Stream) consume(n int) {
+	s.mu.Lock()
+	s.inBytes -= n
+	if s.cfg.Role != Native {
+		s.recvCond.Broadcast() // wake a paused read loop
+		s.mu.Unlock()
+		return
+	}
+	s.consumed += int64(n)
+	var grant int64
+	if s.recvLimit-s.consumed <= s.window/2 && s.lerr == nil && s.rerr == nil && !s.eof {
+		now := time.Now()
+		if s.window < s.cfg.MaxWindow && !s.lastGrant.IsZero() && s.cfg.RTT != nil && now.Sub(s.lastGrant) < 2*s.cfg.RTT() {
+			grow := min(s.window, s.cfg.MaxWindow-s.window)
+			if s.cfg.Budget.take(grow) {
+				s.window += grow
+			}
+		}
+		s.lastGrant = now
+		grant = s.consumed + s.window - s.recvLimit
+		s.recvLimit += grant
+	}
+	s.mu.Unlock()
+	if grant > 0 {
+		s.link.SendCredit(s.cfg.Header.Serial, uint64(grant))
+	}
+}
+
+// Read reads stream data; holes read as zeros. It returns io.EOF after the
+// sender finished, or the peer's error if it aborted.
+func (s *Stream) Read(p []byte) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	if s.cur.empty() {
+		putBuf(s.cur.buf)
+		s.cur = chunk{}
+		c, err := s.next()
+		if err != nil {
+			return 0, err
+		}
+		s.cur = c
+	}
+	c := &s.cur
+	if c.buf == nil {
+		n := int(min(int64(len(p)), c.hole))
+		clear(p[:n])
+		c.hole -= int64(n)
+		return n, nil
+	}
+	n := copy(p, (*c.buf)[c.off:c.n])
+	c.off += n
+	s.consume(n)
+	return n, nil
+}
+
+// WriteTo writes the stream's data to w until the sender finishes. Holes are
+// skipped with Seek when w is an io.Seeker (a trailing hole extends w with
+// Truncate when w has it, else with one written zero byte), and written as
+// zeros otherwise. If w fails, the stream is aborted with w's error, which
+// the sender's Close returns.
+func (s *Stream) WriteTo(w io.Writer) (int64, error) {
+	seeker, _ := w.(io.Seeker)
+	var total int64
+	pendingHole := int64(0)
+	for {
+		if s.cur.empty() {
+			putBuf(s.cur.buf)
+			s.cur = chunk{}
+			c, err := s.next()
+			if err == io.EOF {
+				if pendingHole > 0 {
+					if err := finishHole(w, seeker, pendingHole); err != nil {
+						_ = s.CloseWithError(err)
+						return total, err
+					}
+				}
+				return total, nil
+			}
+			if err != nil {
+				return total, err
+			}
+			s.cur = c
+		}
+		c := &s.cur
+		if c.buf == nil {
+			if seeker != nil {
+				if _, err := seeker.Seek(c.hole, io.SeekCurrent); err != nil {
+					_ = s.CloseWithError(err)
+					return total, err
+				}
+				pendingHole = c.hole
+			} else if err := writeZeros(w, c.hole); err != nil {
+				_ = s.CloseWithError(err)
+				return total, err
+			}
+			total += c.hole
+			c.hole = 0
+			continue
+		}
+		n, err := w.Write((*c.buf)[c.off:c.n])
+		c.off += n
+		total += int64(n)
+		s.consume(n)
+		if err == nil && c.off < c.n {
+			err = io.ErrShortWrite
+		}
+		if err != nil {
+			_ = s.CloseWithError(err)
+			return total, err
+		}
+		pendingHole = 0
+	}
+}
+
+func finishHole(w io.Writer, seeker io.Seeker, hole int64) error {
+	off, err := seeker.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return err
+	}
+	if t, ok := w.(interface{ Truncate(int64) error }); ok {
+		return t.Truncate(off)
+	}
+	if _, err := seeker.Seek(-1, io.SeekCurrent); err != nil {
+		return err
+	}
+	_, err = w.Write([]byte{0})
+	return err
+}
+
+var zeros [64 << 10]byte
+
+func writeZeros(w io.Writer, n int64) error {
+	for n > 0 {
+		k := min(n, int64(len(zeros)))
+		if _, err := w.Write(zeros[:k]); err != nil {
+			return err
+		}
+		n -= k
+	}
+	return nil
+}
+
+// AddCredit applies a grant from the receiver (native mode). A grant that
+// would overflow is a protocol violation.
+func (s *Stream) AddCredit(n uint64) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n > 1<<40 || s.credit+int64(n) > 1<<40 {
+		return fmt.Errorf("credit grant of %d bytes is absurd", n)
+	}
+	s.credit += int64(n)
+	s.sendCond.Broadcast()
+	return nil
+}
+
+// ReturnWindow gives the stream's grown window back to the connection's
+// budget; the connection calls it when the stream is released.
+func (s *Stream) ReturnWindow() {
+	s.mu.Lock()
+	grown := s.window - s.cfg.RecvWindow
+	s.window = s.cfg.RecvWindow
+	s.mu.Unlock()
+	s.cfg.Budget.give(grown)
+}

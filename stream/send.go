@@ -1,0 +1,392 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"io"
+
+	"github.com/virtrpc/virtrpc/frame"
+)
+
+// maxQueued is how many data frames a stream may have waiting for the write
+// scheduler: one being filled while one is written keeps the pipe full, and
+// more would only add latency and memory.
+const maxQueued = 2
+
+// minSendCredit: with less credit than this (and more data to send) the
+// sender waits for a grant instead of sending slivers. Receivers grant at
+// half a window, and windows are far larger, so a grant always comes.
+const minSendCredit = 16 << 10
+
+type outFrame struct {
+	buf  *[]byte // pooled, or nil
+	msg  []byte  // the whole message: length word, header, payload
+	data int     // data bytes in it
+}
+
+// PopFrame hands the write scheduler the stream's next message. more says
+// whether another one is ready (the scheduler then keeps the stream in its
+// round-robin); done must be called with the frame once it is written.
+func (s *Stream) PopFrame() (f Frame, more bool) {
+	s.mu.Lock()
+	if len(s.outq) == 0 || s.held {
+		s.scheduled = false
+		s.mu.Unlock()
+		return Frame{}, false
+	}
+	of := s.outq[0]
+	copy(s.outq, s.outq[1:])
+	s.outq[len(s.outq)-1] = outFrame{}
+	s.outq = s.outq[:len(s.outq)-1]
+	more = len(s.outq) > 0
+	s.scheduled = more
+	s.sendCond.Broadcast()
+	s.mu.Unlock()
+	return Frame{of: of}, more
+}
+
+// Frame is one message popped from a stream for the scheduler.
+type Frame struct{ of outFrame }
+
+// Bytes is the whole message to write.
+func (f Frame) Bytes() []byte { return f.of.msg }
+
+// Done returns the frame's buffer; call it once the message is written.
+func (f Frame) Done() { putBuf(f.of.buf) }
+
+// reserve waits until the stream may queue a data frame and takes up to
+// want bytes of credit.
+func (s *Stream) reserve(want int) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	want = min(want, s.cfg.ChunkSize)
+	for {
+		if err := s.sendErrLocked(); err != nil {
+			return 0, err
+		}
+		if len(s.outq) < maxQueued {
+			if s.cfg.Role != Native {
+				return want, nil
+			}
+			if s.credit >= int64(min(want, minSendCredit)) {
+				n := int(min(int64(want), s.credit))
+				s.credit -= int64(n)
+				return n, nil
+			}
+		}
+		s.sendCond.Wait()
+	}
+}
+
+// refund gives back credit reserved but not used.
+func (s *Stream) refund(n int) {
+	if n <= 0 || s.cfg.Role != Native {
+		return
+	}
+	s.mu.Lock()
+	s.credit += int64(n)
+	s.mu.Unlock()
+}
+
+func (s *Stream) sendErrLocked() error {
+	switch {
+	case s.lerr != nil:
+		return s.lerr
+	case s.rerr != nil:
+		return s.rerr
+	case s.finSent:
+		return ErrClosed
+	}
+	return nil
+}
+
+// push queues a message whose payload is in place; it encodes the header.
+func (s *Stream) push(of outFrame, typ frame.Type, status frame.Status) {
+	h := s.cfg.Header
+	h.Type, h.Status = typ, status
+	frame.PutHeader(of.msg, h, len(of.msg)-frame.Overhead)
+	s.mu.Lock()
+	if s.released || s.rerr != nil {
+		s.mu.Unlock()
+		putBuf(of.buf)
+		return
+	}
+	s.outq = append(s.outq, of)
+	sched := !s.scheduled && !s.held
+	if sched {
+		s.scheduled = true
+	}
+	s.mu.Unlock()
+	if sched {
+		s.link.Schedule(s)
+	}
+}
+
+func (s *Stream) pushData(buf *[]byte, n int) {
+	s.sentBytes.Add(int64(n))
+	s.push(outFrame{buf: buf, msg: (*buf)[:frame.Overhead+n], data: n}, frame.TypeStream, frame.StatusContinue)
+}
+
+// pushEmpty queues a header-only frame.
+func (s *Stream) pushEmpty(status frame.Status) {
+	s.push(outFrame{msg: make([]byte, frame.Overhead)}, frame.TypeStream, status)
+}
+
+// Write sends p as stream data. It returns once p is queued; flow control
+// blocks it while the receiver is behind. A zero-length Write sends nothing.
+func (s *Stream) Write(p []byte) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		n, err := s.reserve(len(p))
+		if err != nil {
+			return written, err
+		}
+		buf := getBuf(n)
+		copy((*buf)[frame.Overhead:], p[:n])
+		s.pushData(buf, n)
+		written += n
+		p = p[n:]
+	}
+	return written, nil
+}
+
+// ReadFrom sends everything r yields until io.EOF, reading straight into
+// frame buffers. On a sparse stream whose source is a file, the file's holes
+// are sent as holes (found with SEEK_DATA/SEEK_HOLE) and never read.
+// It does not finish the stream: call Close for that.
+func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
+	if s.cfg.Sparse {
+		if f, ok := r.(seekFile); ok {
+			if n, handled, err := s.readFromSparse(f); handled {
+				return n, err
+			}
+		}
+	}
+	return s.copyFrom(r, -1)
+}
+
+// copyFrom sends up to limit bytes of r (all of it if limit < 0).
+func (s *Stream) copyFrom(r io.Reader, limit int64) (int64, error) {
+	var total int64
+	for limit < 0 || total < limit {
+		want := s.cfg.ChunkSize
+		if limit >= 0 {
+			want = int(min(int64(want), limit-total))
+		}
+		n, err := s.reserve(want)
+		if err != nil {
+			return total, err
+		}
+		buf := getBuf(n)
+		m, rerr := io.ReadFull(r, (*buf)[frame.Overhead:frame.Overhead+n])
+		s.refund(n - m)
+		if m > 0 {
+			s.pushData(buf, m)
+			total += int64(m)
+		} else {
+			putBuf(buf)
+		}
+		if rerr == io.EOF || rerr == io.ErrUnexpectedEOF {
+			return total, nil
+		}
+		if rerr != nil {
+			return total, rerr
+		}
+	}
+	return total, nil
+}
+
+// WriteHole sends a hole of n bytes: the receiver reads it as n zero bytes,
+// or skips over it in a destination that can seek. The stream must be sparse.
+func (s *Stream) WriteHole(ctx context.Context, n int64) error {
+	if !s.cfg.Sparse {
+		return ErrNotSparse
+	}
+	if n <= 0 {
+		return nil
+	}
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	for len(s.outq) >= maxQueued && s.sendErrLocked() == nil {
+		s.sendCond.Wait()
+	}
+	err := s.sendErrLocked()
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	msg := make([]byte, frame.Overhead+frame.HolePayloadSize)
+	frame.PutHole(msg[frame.Overhead:], n, 0)
+	s.push(outFrame{msg: msg}, frame.TypeStreamHole, frame.StatusContinue)
+	return nil
+}
+
+// Close finishes the stream. On the sending side it tells the receiver that
+// all data was sent and waits for its verdict: nil once the receiver has
+// consumed everything, or the receiver's error (a *frame.Error), for example
+// when its sink failed. On the receiving side, after io.EOF, it acknowledges
+// the end; before the end it aborts the stream toward the sender.
+func (s *Stream) Close() error { return s.Finish(context.Background()) }
+
+// Finish is Close with a context bounding the wait for the verdict. If ctx
+// ends first, the stream is aborted and ctx's error returned.
+func (s *Stream) Finish(ctx context.Context) error {
+	s.mu.Lock()
+	if s.lerr != nil {
+		err := s.closedResultLocked()
+		s.mu.Unlock()
+		return err
+	}
+	if s.rerr != nil {
+		err := s.rerr
+		s.lerr = ErrClosed
+		ack := s.eof && s.cfg.Role == CompatClient && !s.finSent
+		s.finSent = true
+		s.mu.Unlock()
+		if ack {
+			s.pushEmpty(frame.StatusOK) // as virsh does after a server's error
+		}
+		s.release()
+		return err
+	}
+	if !s.eof && s.gotData {
+		s.mu.Unlock()
+		return s.CloseWithError(ErrReceiverClosed)
+	}
+	if s.eof {
+		// Receiver: acknowledge the sender's finish.
+		s.finSent = true
+		wait := s.cfg.Role == CompatClient
+		s.mu.Unlock()
+		s.pushEmpty(frame.StatusOK)
+		if !wait {
+			s.setClosed()
+			s.release()
+			return nil
+		}
+		return s.awaitVerdict(ctx)
+	}
+	// Sender: mark the end of the data.
+	s.finSent = true
+	s.mu.Unlock()
+	if s.cfg.Role == CompatServer {
+		s.pushEmpty(frame.StatusContinue)
+	} else {
+		s.pushEmpty(frame.StatusOK)
+	}
+	return s.awaitVerdict(ctx)
+}
+
+func (s *Stream) awaitVerdict(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() {
+		s.mu.Lock()
+		s.sendCond.Broadcast()
+		s.mu.Unlock()
+	})
+	defer stop()
+	s.mu.Lock()
+	for !s.verdict && s.rerr == nil && ctx.Err() == nil {
+		s.sendCond.Wait()
+	}
+	err := s.rerr
+	if !s.verdict && err == nil {
+		err = ctx.Err()
+	}
+	s.mu.Unlock()
+	if !s.verdict && ctx.Err() != nil && err == ctx.Err() {
+		_ = s.CloseWithError(err)
+		return err
+	}
+	s.setClosed()
+	s.release()
+	return err
+}
+
+func (s *Stream) setClosed() {
+	s.mu.Lock()
+	if s.lerr == nil {
+		s.lerr = ErrClosed
+	}
+	s.sendCond.Broadcast()
+	s.recvCond.Broadcast()
+	s.mu.Unlock()
+}
+
+func (s *Stream) closedResultLocked() error {
+	if s.rerr != nil && !errors.Is(s.lerr, s.rerr) {
+		return s.rerr
+	}
+	return nil
+}
+
+// CloseWithError aborts the stream: queued data is dropped and the peer is
+// told err (as a *frame.Error it can inspect; in compat mode a libvirt
+// client's abort carries no error, as libvirt's does). Local reads and writes
+// then fail. It returns nil, or the peer's error if it had already failed.
+func (s *Stream) CloseWithError(err error) error {
+	if err == nil {
+		err = ErrAborted
+	}
+	s.mu.Lock()
+	if s.lerr != nil || s.rerr != nil {
+		rerr := s.rerr
+		if s.lerr == nil {
+			s.lerr = ErrClosed
+		}
+		s.mu.Unlock()
+		s.release()
+		if errors.Is(rerr, ErrAborted) {
+			return nil
+		}
+		return rerr
+	}
+	s.lerr = &abortError{err}
+	s.dropQueueLocked()
+	s.finSent = true
+	s.sendCond.Broadcast()
+	s.recvCond.Broadcast()
+	s.mu.Unlock()
+
+	var payload []byte
+	if s.cfg.Role != CompatClient {
+		var fe *frame.Error
+		if !errors.As(err, &fe) {
+			fe = frame.NewError(frame.CodeOperationAborted, "%s", err.Error())
+			fe.Domain = frame.DomainStream
+		}
+		payload = frame.EncodeError(fe)
+	}
+	msg := frame.Append(make([]byte, 0, frame.Overhead+len(payload)), frame.Header{}, payload)
+	s.push(outFrame{msg: msg}, frame.TypeStream, frame.StatusError)
+	// The abort frame must still go out: release once the peer's ack
+	// arrives or, for roles without one, right away; late frames are dropped.
+	if s.cfg.Role != CompatClient {
+		s.releaseAfterQueued()
+	}
+	return nil
+}
+
+// releaseAfterQueued unregisters the stream; frames already queued are still
+// written by the scheduler, which holds its own reference.
+func (s *Stream) releaseAfterQueued() {
+	s.mu.Lock()
+	done := s.released
+	s.mu.Unlock()
+	if !done {
+		s.link.Release(s)
+	}
+}
+
+func (s *Stream) dropQueueLocked() {
+	for _, of := range s.outq {
+		putBuf(of.buf)
+	}
+	s.outq = s.outq[:0]
+}
+
+type abortError struct{ err error }
+
+func (e *abortError) Error() string { return "virtrpc: stream aborted: " + e.err.Error() }
+func (e *abortError) Unwrap() error { return e.err }

@@ -1,0 +1,12 @@
+//go:build !linux
+
+package stream
+
+import "io"
+
+type seekFile interface {
+	io.Reader
+	io.Seeker
+}
+
+func (s *Stream) readFromSparse(f seekFile) (int64, bool, error) { return 0, false, nil }
