@@ -92,6 +92,8 @@ func encodeIn(err error, prefix string) error {
 
 func joinPath(prefix, inner string) string {
 	switch {
+	case prefix == "":
+		return inner
 	case inner == "":
 		return prefix
 	case inner[0] == '[':
