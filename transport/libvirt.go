@@ -70,7 +70,7 @@ func AcceptLibvirtTLS(ctx context.Context, c *tls.Conn) error {
 
 // LibvirtServerConn is a server-side TLS connection that acknowledges the
 // session the way libvirt does. [ListenTLS] returns these when
-// TLSOptions.LibvirtAck is set.
+// TLSOptions.LibvirtAck is set; the zero value is not usable.
 //
 // Its handshake and acknowledgement run exactly once: in [Handshake] /
 // HandshakeContext, or else on the first Read or Write, which are then

@@ -31,7 +31,9 @@ func DialUnix(ctx context.Context, path string) (net.Conn, error) {
 // file and listens; when a live listener answers, it leaves the file alone
 // and returns an error matching [syscall.EADDRINUSE]. That probe shows up at
 // the live listener as a connection closed without a byte. A path that
-// exists but is not a socket is never removed.
+// exists but is not a socket is never removed. Two processes taking over the
+// same stale path at once can still trip over each other; give each server
+// its own path.
 func ListenUnix(ctx context.Context, path string) (net.Listener, error) {
 	var lc net.ListenConfig
 	ln, err := lc.Listen(ctx, "unix", path)
@@ -61,7 +63,7 @@ func removeStaleSocket(ctx context.Context, path string, listenErr error) error 
 	case err != nil:
 		return fmt.Errorf("transport: %w (inspecting it: %w)", listenErr, err)
 	case fi.Mode().Type() != fs.ModeSocket:
-		return fmt.Errorf("transport: %w (%s is a %v, not a socket; not removing it)", listenErr, path, fi.Mode().Type())
+		return fmt.Errorf("transport: %w (the path exists and is not a socket; not removing it)", listenErr)
 	}
 
 	var d net.Dialer
