@@ -253,7 +253,7 @@ func (c *Conn) handleMessage(h frame.Header, fr *frame.Reader) error {
 		}
 		switch h.Proc {
 		case frame.KeepalivePing:
-			c.sendKeepalive(frame.KeepalivePong)
+			c.sendKeepalive(frame.KeepalivePong, false)
 		case frame.KeepalivePong:
 			c.gotPong()
 		}

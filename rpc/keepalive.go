@@ -9,10 +9,10 @@ import (
 // sendKeepalive queues a PING or PONG ahead of everything else. Pongs are
 // queued straight from the read loop, so they never wait behind bulk data
 // for more than the frame being written.
-func (c *Conn) sendKeepalive(proc int32) {
+func (c *Conn) sendKeepalive(proc int32, direct bool) {
 	var b [frame.Overhead]byte
 	frame.PutHeader(b[:], frame.Header{Prog: frame.KeepaliveProgram, Vers: frame.KeepaliveVersion, Proc: proc, Type: frame.TypeMessage}, 0)
-	c.sched.sendControl(b[:])
+	c.sched.sendControl(b[:], direct)
 }
 
 func (c *Conn) gotPong() {
@@ -43,7 +43,7 @@ func (c *Conn) keepalive() {
 			if idle >= interval && now.Sub(lastPing) >= interval {
 				lastPing = now
 				c.stats.pingSent.CompareAndSwap(0, now.UnixNano())
-				c.sendKeepalive(frame.KeepalivePing)
+				c.sendKeepalive(frame.KeepalivePing, true)
 				c.stats.pingsOut.Add(1)
 			}
 		}

@@ -33,6 +33,12 @@ type scheduler struct {
 	closing   bool
 	graceful  bool
 	wake      chan struct{}
+	// writing is the write token: whoever holds it owns the socket and
+	// batch. The writer goroutine takes it for every write; a goroutine
+	// that queues a call, reply or credit while the token is free writes
+	// it itself, saving a goroutine hand-off on an idle direction.
+	writing bool
+	batch   []byte
 }
 
 func (s *scheduler) init(c *Conn) {
@@ -49,15 +55,42 @@ func (s *scheduler) kick() {
 }
 
 // sendControl queues an encoded control message ahead of everything.
-func (s *scheduler) sendControl(msg []byte) {
+// direct allows writing it on the calling goroutine when the socket is
+// idle; the read loop passes false so it never blocks on a write.
+func (s *scheduler) sendControl(msg []byte, direct bool) {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
 		return
 	}
 	s.ctrl = append(s.ctrl, msg)
+	s.flushOrKick(direct)
+}
+
+// flushOrKick runs with s.mu held and releases it: it writes the queued
+// control and call messages itself if the write token is free, else it
+// wakes the writer goroutine.
+func (s *scheduler) flushOrKick(direct bool) {
+	if !direct || s.writing || s.closing {
+		s.mu.Unlock()
+		s.kick()
+		return
+	}
+	s.writing = true
+	batch, frames := s.collectLocked(s.batch[:0])
 	s.mu.Unlock()
-	s.kick()
+	ok := s.write(batch, frames)
+	s.mu.Lock()
+	s.batch = batch[:0]
+	if cap(batch) > 4*maxBatch {
+		s.batch = nil
+	}
+	s.writing = false
+	more := len(s.ctrl) > 0 || len(s.calls) > 0 || len(s.ready) > 0
+	s.mu.Unlock()
+	if ok && more {
+		s.kick()
+	}
 }
 
 // sendCall queues an encoded call, reply or message, waiting while the
@@ -73,8 +106,7 @@ func (s *scheduler) sendCall(msg []byte) error {
 	}
 	s.calls = append(s.calls, msg)
 	s.callBytes += len(msg)
-	s.mu.Unlock()
-	s.kick()
+	s.flushOrKick(true)
 	return nil
 }
 
@@ -107,11 +139,10 @@ func (s *scheduler) run() {
 	c := s.c
 	defer c.loops.Done()
 	defer c.nc.Close()
-	batch := make([]byte, 0, maxBatch)
 	for {
 		s.mu.Lock()
-		for len(s.ctrl) == 0 && len(s.calls) == 0 && (len(s.ready) == 0 || s.closing) {
-			if s.closing {
+		for s.writing || len(s.ctrl) == 0 && len(s.calls) == 0 && (len(s.ready) == 0 || s.closing) {
+			if s.closing && !s.writing {
 				s.mu.Unlock()
 				return
 			}
@@ -126,68 +157,75 @@ func (s *scheduler) run() {
 			s.mu.Unlock()
 			return
 		}
-		batch = batch[:0]
-		frames := 0
-		for _, m := range s.ctrl {
-			batch = append(batch, m...)
-			frames++
-		}
-		clear(s.ctrl)
-		s.ctrl = s.ctrl[:0]
-		for len(s.calls) > 0 && (len(batch) == 0 || len(batch)+len(s.calls[0]) <= maxBatch) {
-			m := s.calls[0]
-			s.calls[0] = nil
-			s.calls = s.calls[1:]
-			s.callBytes -= len(m)
-			if len(batch) == 0 && len(m) > maxBatch {
-				batch = m // a big message goes out as it is, without a copy
-			} else {
-				batch = append(batch, m...)
-			}
-			frames++
-		}
-		if len(s.calls) == 0 {
-			s.calls = nil // let a burst's backing array go
-		}
-		s.space.Broadcast()
+		s.writing = true
+		batch, frames := s.collectLocked(s.batch[:0])
 		var st *stream.Stream
 		if len(batch) == 0 {
 			st = s.ready[0]
-			s.ready[0] = nil
-			s.ready = s.ready[1:]
+			copy(s.ready, s.ready[1:])
+			s.ready[len(s.ready)-1] = nil
+			s.ready = s.ready[:len(s.ready)-1]
 		}
 		s.mu.Unlock()
 
+		ok := true
 		if st == nil {
-			if !s.write(batch, frames) {
-				return
+			ok = s.write(batch, frames)
+		} else {
+			f, more := st.PopFrame()
+			if more {
+				s.mu.Lock()
+				if !s.closing {
+					s.ready = append(s.ready, st)
+				}
+				s.mu.Unlock()
 			}
-			if cap(batch) > 4*maxBatch {
-				batch = make([]byte, 0, maxBatch)
+			if msg := f.Bytes(); len(msg) > 0 {
+				ok = s.write(msg, 1)
+				if len(msg) > frame.Overhead {
+					c.stats.streamBytesOut.Add(int64(len(msg) - frame.Overhead))
+				}
+				f.Done()
 			}
-			continue
 		}
-		f, more := st.PopFrame()
-		if more {
-			s.mu.Lock()
-			if !s.closing {
-				s.ready = append(s.ready, st)
-			}
-			s.mu.Unlock()
+		s.mu.Lock()
+		s.writing = false
+		s.batch = batch[:0]
+		if cap(batch) > 4*maxBatch {
+			s.batch = nil
 		}
-		msg := f.Bytes()
-		if len(msg) == 0 {
-			continue
-		}
-		ok := s.write(msg, 1)
-		if len(msg) > frame.Overhead {
-			c.stats.streamBytesOut.Add(int64(len(msg) - frame.Overhead))
-		}
-		f.Done()
+		s.mu.Unlock()
 		if !ok {
 			return
 		}
 	}
+}
+
+// collectLocked appends every queued control message and as many calls as
+// fit a batch to b.
+func (s *scheduler) collectLocked(b []byte) ([]byte, int) {
+	frames := 0
+	for _, m := range s.ctrl {
+		b = append(b, m...)
+		frames++
+	}
+	clear(s.ctrl)
+	s.ctrl = s.ctrl[:0]
+	for len(s.calls) > 0 && (len(b) == 0 || len(b)+len(s.calls[0]) <= maxBatch) {
+		m := s.calls[0]
+		s.calls[0] = nil
+		s.calls = s.calls[1:]
+		s.callBytes -= len(m)
+		b = append(b, m...)
+		frames++
+	}
+	if len(s.calls) == 0 {
+		s.calls = nil // let a burst's backing array go
+	}
+	if frames > 0 {
+		s.space.Broadcast()
+	}
+	return b, frames
 }
 
 func (s *scheduler) write(b []byte, frames int) bool {

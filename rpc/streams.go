@@ -108,7 +108,7 @@ func (c *Conn) SendCredit(serial uint32, n uint64) {
 	h := frame.Header{Prog: frame.ControlProgram, Vers: frame.ControlVersion, Proc: frame.ControlCredit, Type: frame.TypeMessage, Serial: serial}
 	frame.PutHeader(b[:], h, frame.CreditPayloadSize)
 	frame.PutCredit(b[frame.Overhead:], n)
-	c.sched.sendControl(b[:])
+	c.sched.sendControl(b[:], true)
 }
 
 // Release implements stream.Link.

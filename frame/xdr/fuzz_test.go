@@ -1,0 +1,69 @@
+package xdr
+
+import (
+	"bytes"
+	"errors"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+)
+
+// FuzzUnmarshal decodes arbitrary bytes into representative types. Decoding
+// may fail but only with a *DecodeError; whatever decodes must re-encode to
+// the same number of bytes (XDR has no optional whitespace: only padding,
+// char-array high bytes and nothing else may differ) and decode again to
+// the same value.
+func FuzzUnmarshal(f *testing.F) {
+	head := &node{Val: 1, Next: &node{Val: 2}}
+	for _, v := range []any{sampleAllTypes(), libvirtErrorSample(), head, tree{Kids: []tree{{}, {Kids: []tree{{}}}}}} {
+		b, err := Marshal(v)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		fuzzRoundTrip[allTypes](t, data)
+		fuzzRoundTrip[remoteError](t, data)
+		fuzzRoundTrip[node](t, data)
+		fuzzRoundTrip[tree](t, data)
+	})
+}
+
+func libvirtErrorSample() remoteError {
+	return remoteError{
+		Code: 42, Domain: 10, Message: ptr("Domain not found"), Level: 2,
+		Dom:  &remoteNonnullDomain{Name: "vm1", ID: 3},
+		Str1: ptr("vm1"), Int1: -1,
+	}
+}
+
+func fuzzRoundTrip[T any](t *testing.T, data []byte) {
+	var v T
+	if err := Unmarshal(data, &v); err != nil {
+		var de *DecodeError
+		if !errors.As(err, &de) {
+			t.Fatalf("%T: decode error is not a *DecodeError: %v", v, err)
+		}
+		return
+	}
+	b, err := Marshal(&v)
+	if err != nil {
+		t.Fatalf("%T: decoded value does not re-encode: %v", v, err)
+	}
+	if len(b) != len(data) {
+		t.Fatalf("%T: re-encoded %d bytes from %d", v, len(b), len(data))
+	}
+	var v2 T
+	if err := Unmarshal(b, &v2); err != nil {
+		t.Fatalf("%T: re-encoding does not decode: %v", v, err)
+	}
+	if diff := cmp.Diff(v, v2, cmpopts.EquateEmpty(), cmp.AllowUnexported(allTypes{})); diff != "" {
+		t.Fatalf("%T: value changed in a round trip (-first +second):\n%s", v, diff)
+	}
+	b2, err := Marshal(&v2)
+	if err != nil || !bytes.Equal(b, b2) {
+		t.Fatalf("%T: canonical encoding is not stable: %v", v, err)
+	}
+}
