@@ -45,3 +45,9 @@ func (e *ClosedError) Unwrap() []error { return []error{net.ErrClosed, e.Cause} 
 func rpcError(code int32, format string, args ...any) *frame.Error {
 	return frame.NewError(code, format, args...)
 }
+
+// NewError returns an *Error with libvirt's code, in the RPC domain, for a
+// handler to return.
+func NewError(code int32, format string, args ...any) *Error {
+	return frame.NewError(code, format, args...)
+}

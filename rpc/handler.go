@@ -152,8 +152,8 @@ func (g *AuthGate) allows(p Procedure) bool {
 
 func (c *Conn) serve(handler Handler, req *Request) {
 	defer c.handlers.Done()
-	defer c.serving.Add(-1)
 	out, err := runHandler(c.handlerCtx, handler, req)
+	c.serving.Add(-1) // before the reply: the peer may call again at once
 	req.finish(out, err)
 }
 

@@ -111,6 +111,9 @@ func (c *Conn) SendCredit(serial uint32, n uint64) {
 	c.sched.sendControl(b[:], true)
 }
 
+// SendFrame implements stream.Link.
+func (c *Conn) SendFrame(msg []byte) { c.sched.sendControl(msg, false) }
+
 // Release implements stream.Link.
 func (c *Conn) Release(s *stream.Stream) {
 	serial := s.Header().Serial

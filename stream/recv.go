@@ -102,6 +102,7 @@ func (s *Stream) recvData(fr *frame.Reader, n int) error {
 	}
 	s.inq = append(s.inq, chunk{buf: buf, n: n})
 	s.inBytes += n
+	s.maxIn = max(s.maxIn, s.inBytes)
 	s.gotData = true
 	s.recvCond.Broadcast()
 	if s.cfg.Role != Native {
@@ -151,7 +152,7 @@ func (s *Stream) gotOK() {
 		s.mu.Unlock()
 		if ack {
 			// libvirtd answers the client's OK to its end-of-data marker.
-			s.pushEmpty(frame.StatusOK)
+			s.sendOOB(frame.StatusOK, nil)
 		}
 		return
 	}
@@ -185,7 +186,7 @@ func (s *Stream) gotError(payload []byte) {
 		s.mu.Lock()
 		s.finSent = true
 		s.mu.Unlock()
-		s.push(outFrame{msg: make([]byte, frame.Overhead)}, frame.TypeStream, frame.StatusOK)
+		s.sendOOB(frame.StatusOK, nil)
 	}
 	if local {
 		s.release()

@@ -127,9 +127,17 @@ func (s *Stream) pushData(buf *[]byte, n int) {
 	s.push(outFrame{buf: buf, msg: (*buf)[:frame.Overhead+n], data: n}, frame.TypeStream, frame.StatusContinue)
 }
 
-// pushEmpty queues a header-only frame.
+// pushEmpty queues a header-only frame behind the stream's data.
 func (s *Stream) pushEmpty(status frame.Status) {
 	s.push(outFrame{msg: make([]byte, frame.Overhead)}, frame.TypeStream, status)
+}
+
+// sendOOB sends a STREAM frame ahead of data: acknowledgements and aborts,
+// which follow no data of ours.
+func (s *Stream) sendOOB(status frame.Status, payload []byte) {
+	h := s.cfg.Header
+	h.Type, h.Status = frame.TypeStream, status
+	s.link.SendFrame(frame.Append(make([]byte, 0, frame.Overhead+len(payload)), h, payload))
 }
 
 // Write sends p as stream data. It returns once p is queued; flow control
@@ -246,7 +254,7 @@ func (s *Stream) Finish(ctx context.Context) error {
 		s.finSent = true
 		s.mu.Unlock()
 		if ack {
-			s.pushEmpty(frame.StatusOK) // as virsh does after a server's error
+			s.sendOOB(frame.StatusOK, nil) // as virsh does after a server's error
 		}
 		s.release()
 		return err
@@ -260,7 +268,7 @@ func (s *Stream) Finish(ctx context.Context) error {
 		s.finSent = true
 		wait := s.cfg.Role == CompatClient
 		s.mu.Unlock()
-		s.pushEmpty(frame.StatusOK)
+		s.sendOOB(frame.StatusOK, nil)
 		if !wait {
 			s.setClosed()
 			s.release()
@@ -358,25 +366,13 @@ func (s *Stream) CloseWithError(err error) error {
 		}
 		payload = frame.EncodeError(fe)
 	}
-	msg := frame.Append(make([]byte, 0, frame.Overhead+len(payload)), frame.Header{}, payload)
-	s.push(outFrame{msg: msg}, frame.TypeStream, frame.StatusError)
-	// The abort frame must still go out: release once the peer's ack
-	// arrives or, for roles without one, right away; late frames are dropped.
+	s.sendOOB(frame.StatusError, payload)
+	// libvirtd acknowledges a client's abort; other roles expect nothing.
+	// Either way late frames are dropped once the stream is released.
 	if s.cfg.Role != CompatClient {
-		s.releaseAfterQueued()
+		s.release()
 	}
 	return nil
-}
-
-// releaseAfterQueued unregisters the stream; frames already queued are still
-// written by the scheduler, which holds its own reference.
-func (s *Stream) releaseAfterQueued() {
-	s.mu.Lock()
-	done := s.released
-	s.mu.Unlock()
-	if !done {
-		s.link.Release(s)
-	}
 }
 
 func (s *Stream) dropQueueLocked() {

@@ -68,6 +68,10 @@ type Link interface {
 	// SendCredit grants the peer n more bytes on stream serial, ahead of
 	// any queued data.
 	SendCredit(serial uint32, n uint64)
+	// SendFrame queues a whole small message of the stream (an
+	// acknowledgement or an abort) ahead of data; it is flushed even when the
+	// connection is being closed.
+	SendFrame(msg []byte)
 	// Release tells the connection the stream is done; frames that arrive
 	// for it later are dropped.
 	Release(s *Stream)
@@ -110,6 +114,7 @@ type Stream struct {
 	inq       []chunk
 	cur       chunk // the reader's current chunk, owned by the reading goroutine
 	inBytes   int
+	maxIn     int // high-water mark of inBytes
 	gotData   bool
 	eof       bool // the peer finished sending
 	received  int64
@@ -162,6 +167,28 @@ func (s *Stream) BytesSent() int64 { return s.sentBytes.Load() }
 // BytesReceived is the number of data bytes received so far (holes not
 // counted).
 func (s *Stream) BytesReceived() int64 { return s.recvBytes.Load() }
+
+// Buffered is the number of received data bytes not yet read.
+func (s *Stream) Buffered() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.inBytes
+}
+
+// MaxBuffered is the most data the stream ever held unread. In native mode
+// it never exceeds the receive window.
+func (s *Stream) MaxBuffered() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.maxIn
+}
+
+// Window is the current receive window (native mode).
+func (s *Stream) Window() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.window
+}
 
 // Unhold lets queued frames go out: the connection calls it once the reply
 // that opened the stream is queued.
