@@ -2,7 +2,7 @@ package xdr
 
 import "testing"
 
-// benchDomain is a small, typical call payload: remote_nonnull_domain plus flags.
+// benchArgs is a small, typical call payload: remote_nonnull_domain plus flags.
 type benchArgs struct {
 	Dom   remoteNonnullDomain
 	Flags uint32

@@ -4,7 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
+	"sync"
 )
+
+// minGrow is spare room for the variable-length parts of a value.
+const minGrow = 64
 
 // Marshal returns the XDR encoding of v. See the package documentation for
 // how Go types map to XDR. A pointer argument is followed, not treated as
@@ -14,23 +19,41 @@ func Marshal(v any) ([]byte, error) { return Append(nil, v) }
 // Append appends the XDR encoding of v to dst. On error it returns dst
 // unchanged (its spare capacity may have been written).
 func Append(dst []byte, v any) ([]byte, error) {
-	e := Encoder{buf: dst}
-	if err := e.Encode(v); err != nil {
+	e := encoders.Get().(*Encoder)
+	e.Reset(dst)
+	err := e.Encode(v)
+	out := e.buf
+	e.Reset(nil)
+	encoders.Put(e)
+	if err != nil {
 		return dst, err
 	}
-	return e.buf, nil
+	return out, nil
 }
 
 // Unmarshal decodes b into v, which must be a non-nil pointer. The whole
 // of b must be one value: trailing bytes are an error wrapping ErrTrailing.
 // Decode errors are *DecodeError values naming the failing field.
 func Unmarshal(b []byte, v any) error {
-	d := Decoder{b: b}
-	if err := d.Decode(v); err != nil {
-		return err
+	d := decoders.Get().(*Decoder)
+	*d = Decoder{b: b}
+	err := d.Decode(v)
+	if err == nil {
+		err = d.Done()
 	}
-	return d.Done()
+	*d = Decoder{}
+	decoders.Put(d)
+	return err
 }
+
+// The codecs are called through func values, so an Encoder or Decoder on
+// the stack would escape; pooling them keeps Append and Unmarshal from
+// allocating one per call. MarshalXDR and UnmarshalXDR methods must not
+// retain the Encoder or Decoder they are given.
+var (
+	encoders = sync.Pool{New: func() any { return new(Encoder) }}
+	decoders = sync.Pool{New: func() any { return new(Decoder) }}
+)
 
 // Encode appends v using the reflection codec, like Append. It lets a
 // MarshalXDR method delegate parts of its value. On error nothing is
@@ -50,6 +73,9 @@ func (e *Encoder) Encode(v any) error {
 	if err != nil {
 		return err
 	}
+	// Every encoding takes at least c.min bytes, so growing by that much up
+	// front is never wasted and saves Marshal repeated small reallocations.
+	e.buf = slices.Grow(e.buf, c.min+minGrow)
 	start := len(e.buf)
 	if err := c.enc(e, rv); err != nil {
 		e.buf = e.buf[:start]

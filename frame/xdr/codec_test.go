@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 	"sync"
 	"testing"
@@ -36,6 +37,8 @@ func TestRoundTripVectors(t *testing.T) {
 	t.Run("string", func(t *testing.T) { roundTrip(t, "abc", "00000003 61626300") })
 	t.Run("opaque", func(t *testing.T) { roundTrip(t, []byte{1, 2, 3, 4, 5}, "00000005 01020304 05000000") })
 	t.Run("named opaque", func(t *testing.T) { roundTrip(t, blob{7}, "00000001 07000000") })
+	t.Run("named byte elements", func(t *testing.T) { roundTrip(t, []octet{1, 2}, "00000002 01020000") })
+	t.Run("named byte array", func(t *testing.T) { roundTrip(t, [2]octet{1, 2}, "01020000") })
 	t.Run("empty opaque", func(t *testing.T) { roundTrip(t, []byte{}, "00000000") })
 	t.Run("fixed opaque", func(t *testing.T) { roundTrip(t, [3]byte{1, 2, 3}, "01020300") })
 	t.Run("uuid", func(t *testing.T) {
@@ -67,7 +70,7 @@ func sampleAllTypes() allTypes {
 	return allTypes{
 		Bool: true, I32: -1, U32: 0xffffffff, I64: -1 << 62, U64: 1<<64 - 1,
 		State: 3, Str: "hello", Bytes: []byte{0, 1, 2}, Blob: blob("blob"),
-		UUID: uuid{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16},
+		UUID:  uuid{1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16},
 		Fixed: [3]int32{1, 2, 3}, Chars: []byte{'n', ',', 0xff},
 		Ints: []int32{5, 6}, Strs: []string{"", "a", "abcd"},
 		Pairs:  []pair{{1, "x"}, {2, "yy"}},
@@ -140,16 +143,25 @@ func TestLibvirtErrorVector(t *testing.T) {
 }
 
 func TestUnmarshalShortAtEveryPrefix(t *testing.T) {
-	in := sampleAllTypes()
-	b, err := Marshal(&in)
-	require.NoError(t, err)
-	for n := range len(b) {
-		var got allTypes
-		err := Unmarshal(b[:n], &got)
-		require.ErrorIs(t, err, ErrShort, "prefix of %d bytes", n)
-		var de *DecodeError
-		require.ErrorAs(t, err, &de)
-		require.NotEmpty(t, de.Field, "prefix of %d bytes", n)
+	values := []any{
+		sampleAllTypes(), libvirtErrorSample(),
+		node{Val: 1, Next: &node{Val: 2}}, tree{Kids: []tree{{}, {Kids: []tree{{}}}}},
+	}
+	for _, v := range values {
+		t.Run(fmt.Sprintf("%T", v), func(t *testing.T) {
+			b, err := Marshal(v)
+			require.NoError(t, err)
+			require.NoError(t, Unmarshal(b, reflectNew(v)))
+			for n := range len(b) {
+				err := Unmarshal(b[:n], reflectNew(v))
+				require.ErrorIs(t, err, ErrShort, "prefix of %d bytes", n)
+				var de *DecodeError
+				require.ErrorAs(t, err, &de)
+				if n > 0 { // some field was started, so the path names it
+					require.NotEmpty(t, de.Field, "prefix of %d bytes", n)
+				}
+			}
+		})
 	}
 }
 
@@ -314,7 +326,7 @@ func TestUnsupportedTypes(t *testing.T) {
 			assert.Contains(t, err.Error(), tt.want)
 
 			// Unmarshal rejects the type before looking at the input.
-			target := newPointerTo(tt.v)
+			target := reflectNew(tt.v)
 			err = Unmarshal(unhex(t, "00000000"), target)
 			require.Error(t, err)
 			assert.Contains(t, err.Error(), tt.want)
@@ -324,28 +336,8 @@ func TestUnsupportedTypes(t *testing.T) {
 	}
 }
 
-// newPointerTo returns a pointer to a new zero value of v's type.
-func newPointerTo(v any) any {
-	switch v := v.(type) {
-	case int:
-		return &v
-	case uint:
-		return &v
-	case int8:
-		return &v
-	case uint16:
-		return &v
-	case float64:
-		return &v
-	case map[string]int32:
-		return &v
-	case chan int:
-		return &v
-	case func():
-		return &v
-	}
-	return reflectNew(v)
-}
+// reflectNew returns a pointer to a new zero value of v's dynamic type.
+func reflectNew(v any) any { return reflect.New(reflect.TypeOf(v)).Interface() }
 
 func TestSkippedAndUnexportedFields(t *testing.T) {
 	type withSkips struct {
@@ -449,4 +441,35 @@ func TestConcurrentPlans(t *testing.T) {
 		}
 	}
 	wg.Wait()
+}
+
+func TestReflectionAllocs(t *testing.T) {
+	if raceEnabled {
+		t.Skip("sync.Pool drops items under the race detector")
+	}
+	type fixedOnly struct {
+		A    int32
+		B    uint64
+		UUID [16]byte
+		Opt  *int32
+		Arr  [3]bool
+	}
+	v := fixedOnly{A: 1, B: 2, Opt: ptr(int32(3))}
+	buf := make([]byte, 0, 256)
+	allocs := testing.AllocsPerRun(100, func() {
+		var err error
+		if buf, err = Append(buf[:0], &v); err != nil {
+			t.Fatal(err)
+		}
+	})
+	assert.Zero(t, allocs, "Append into a buffer with room")
+
+	var got fixedOnly
+	allocs = testing.AllocsPerRun(100, func() {
+		if err := Unmarshal(buf, &got); err != nil {
+			t.Fatal(err)
+		}
+	})
+	assert.Equal(t, 1.0, allocs, "only the optional's target")
+	assert.Equal(t, v, got)
 }

@@ -160,12 +160,12 @@ func (d *Decoder) fixed(n int) ([]byte, error) {
 	if n < 0 {
 		return nil, &DecodeError{Err: errNegative}
 	}
-	need := n + padLen(n)
-	if need > len(d.b) {
-		return nil, d.short(uint64(need))
+	// Compared without adding first, so a huge n cannot wrap.
+	if n > len(d.b) || padLen(n) > len(d.b)-n {
+		return nil, d.short(uint64(n) + uint64(padLen(n)))
 	}
 	b := d.b[:n:n]
-	d.b = d.b[need:]
+	d.b = d.b[n+padLen(n):]
 	return b, nil
 }
 

@@ -226,3 +226,8 @@ func TestDecodeErrorMessage(t *testing.T) {
 	_, got := NewDecoder(unhex(t, "00000008 6162")).String(0)
 	assert.EqualError(t, got, "xdr: short input: need 8 bytes, have 2")
 }
+
+func TestDecoderFixedOpaqueHugeLength(t *testing.T) {
+	_, err := NewDecoder(unhex(t, "00000000")).FixedOpaque(int(^uint(0) >> 1))
+	require.ErrorIs(t, err, ErrShort)
+}

@@ -24,17 +24,21 @@ func allocatedBy(f func()) uint64 {
 func TestHugeCountsFailBeforeAllocating(t *testing.T) {
 	in := unhex(t, "ffffffff 00000000 00000000")
 	targets := map[string]func() any{
-		"[]int32":        func() any { return new([]int32) },
-		"[]int64":        func() any { return new([]int64) },
-		"[]string":       func() any { return new([]string) },
-		"[][]byte":       func() any { return new([][]byte) },
-		"[]*pair":        func() any { return new([]*pair) },
-		"[]remoteError":  func() any { return new([]remoteError) },
-		"[]typedParam":   func() any { return new([]typedParam) },
-		"[][16]byte":     func() any { return new([][16]byte) },
-		"[]byte":         func() any { return new([]byte) },
-		"string":         func() any { return new(string) },
-		"char array":     func() any { return new(struct{ C []byte `xdr:"char"` }) },
+		"[]int32":       func() any { return new([]int32) },
+		"[]int64":       func() any { return new([]int64) },
+		"[]string":      func() any { return new([]string) },
+		"[][]byte":      func() any { return new([][]byte) },
+		"[]*pair":       func() any { return new([]*pair) },
+		"[]remoteError": func() any { return new([]remoteError) },
+		"[]typedParam":  func() any { return new([]typedParam) },
+		"[][16]byte":    func() any { return new([][16]byte) },
+		"[]byte":        func() any { return new([]byte) },
+		"string":        func() any { return new(string) },
+		"char array": func() any {
+			return new(struct {
+				C []byte `xdr:"char"`
+			})
+		},
 		"nested [][]int": func() any { return new([][]int32) },
 	}
 	for name, target := range targets {
@@ -43,7 +47,9 @@ func TestHugeCountsFailBeforeAllocating(t *testing.T) {
 			var err error
 			allocs := testing.AllocsPerRun(10, func() { err = Unmarshal(in, target()) })
 			require.ErrorIs(t, err, ErrShort)
-			assert.LessOrEqual(t, allocs, 10.0)
+			if !raceEnabled {
+				assert.LessOrEqual(t, allocs, 10.0, "only the error may allocate")
+			}
 			assert.Less(t, allocatedBy(func() { _ = Unmarshal(in, target()) }), uint64(16<<10))
 		})
 	}

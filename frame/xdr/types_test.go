@@ -102,6 +102,8 @@ type state int32
 
 type blob []byte
 
+type octet byte
+
 type uuid [16]byte
 
 type pair struct {

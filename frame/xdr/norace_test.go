@@ -1,0 +1,5 @@
+//go:build !race
+
+package xdr
+
+const raceEnabled = false
