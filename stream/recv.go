@@ -248,11 +248,23 @@ func (s *Stream) consume(n int) {
 	}
 }
 
+func (s *Stream) localErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.lerr != nil {
+		return s.lerr
+	}
+	return nil
+}
+
 // Read reads stream data; holes read as zeros. It returns io.EOF after the
 // sender finished, or the peer's error if it aborted.
 func (s *Stream) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
+	}
+	if err := s.localErr(); err != nil {
+		return 0, err
 	}
 	if s.cur.empty() {
 		putBuf(s.cur.buf)
