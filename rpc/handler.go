@@ -3,6 +3,7 @@ package rpc
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/virtrpc/virtrpc/frame"
@@ -112,7 +113,7 @@ func (c *Conn) handleCall(h frame.Header, fr *frame.Reader) error {
 		return c.serveControl(h, payload, first)
 	}
 	if first && c.isServer && c.cfg.Negotiation == RequireNative {
-		return errors.New("first call is not HELLO, and native mode is required")
+		return fmt.Errorf("%w: the peer's first call is not HELLO", ErrNativeRefused)
 	}
 	if !c.isServer && c.Mode() != ModeNative {
 		return errors.New("call from a server in compat mode")

@@ -1,0 +1,103 @@
+package rpc_test
+
+import (
+	"context"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/virtrpc/virtrpc/rpc"
+)
+
+func TestNegotiation(t *testing.T) {
+	t.Run("two virtrpc peers agree on native mode", func(t *testing.T) {
+		c, srv := pair(t, &rpc.Options{Negotiation: rpc.RequireNative}, &rpc.Options{Handlers: echoMux(), Negotiation: rpc.RequireNative})
+		assert.Equal(t, rpc.ModeNative, c.Mode())
+		assert.Equal(t, rpc.ModeNative, srv.Mode())
+		assert.Equal(t, "native", c.Stats().Mode.String())
+		assert.Positive(t, c.RTT())
+	})
+
+	// A CompatOnly server answers HELLO exactly as libvirtd answers a call
+	// to a program it does not serve.
+	libvirtLike := &rpc.Options{Handlers: echoMux(), Negotiation: rpc.CompatOnly}
+
+	t.Run("require fails up front with a clear error", func(t *testing.T) {
+		cc, sc := tlsPair(t, testPKI(t))
+		srv := rpc.Server(sc, libvirtLike)
+		defer srv.Close()
+		c, err := rpc.Client(context.Background(), cc, &rpc.Options{Negotiation: rpc.RequireNative})
+		require.Nil(t, c)
+		require.ErrorIs(t, err, rpc.ErrNativeRefused)
+		var re *rpc.Error
+		require.ErrorAs(t, err, &re)
+		assert.Contains(t, err.Error(), "Cannot find program")
+	})
+
+	t.Run("accept compat runs in compat mode", func(t *testing.T) {
+		c, srv := pair(t, nil, libvirtLike)
+		assert.Equal(t, rpc.ModeCompat, c.Mode())
+		assert.Equal(t, rpc.ModeCompat, srv.Mode())
+		got, err := c.Call(context.Background(), echoProc, []byte("still works"))
+		require.NoError(t, err)
+		assert.Equal(t, "still works", string(got))
+		// libvirt lets only the server send MESSAGE frames, and only the
+		// client call.
+		require.ErrorIs(t, c.Send(context.Background(), eventProc, nil), rpc.ErrCompatMode)
+		_, err = srv.Call(context.Background(), echoProc, nil)
+		require.ErrorIs(t, err, rpc.ErrCompatMode)
+		require.NoError(t, srv.Send(context.Background(), eventProc, nil))
+	})
+
+	t.Run("a server that requires native mode drops a libvirt client", func(t *testing.T) {
+		c, srv := pair(t, &rpc.Options{Negotiation: rpc.CompatOnly}, &rpc.Options{Handlers: echoMux(), Negotiation: rpc.RequireNative})
+		_, err := c.Call(context.Background(), echoProc, nil)
+		require.ErrorIs(t, err, net.ErrClosed)
+		<-srv.Done()
+		require.ErrorIs(t, srv.Err(), rpc.ErrNativeRefused)
+	})
+}
+
+func TestKeepalive(t *testing.T) {
+	t.Run("a silent peer is declared dead after interval x (count+1)", func(t *testing.T) {
+		a, b := tcpPair(t)
+		defer b.Close()
+		go func() { _, _ = io.Copy(io.Discard, b) }() // reads, never answers
+		const interval, count = 40 * time.Millisecond, 2
+		start := time.Now()
+		c, err := rpc.Client(context.Background(), a, &rpc.Options{Negotiation: rpc.CompatOnly, KeepaliveInterval: interval, KeepaliveCount: count})
+		require.NoError(t, err)
+		defer c.Close()
+		callErr := make(chan error, 1)
+		go func() {
+			_, err := c.Call(context.Background(), echoProc, nil)
+			callErr <- err
+		}()
+		select {
+		case <-c.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatal("the dead peer was never detected")
+		}
+		assert.GreaterOrEqual(t, time.Since(start), interval*(count+1))
+		require.ErrorIs(t, c.Err(), rpc.ErrKeepaliveTimeout)
+		err = <-callErr
+		require.ErrorIs(t, err, rpc.ErrKeepaliveTimeout)
+		require.ErrorIs(t, err, net.ErrClosed)
+		assert.Positive(t, c.Stats().PingsSent)
+	})
+
+	t.Run("a live idle peer stays connected", func(t *testing.T) {
+		opts := &rpc.Options{Handlers: echoMux(), KeepaliveInterval: 20 * time.Millisecond, KeepaliveCount: 2}
+		c, srv := pair(t, opts, opts)
+		time.Sleep(300 * time.Millisecond)
+		require.NoError(t, c.Err())
+		require.NoError(t, srv.Err())
+		assert.Positive(t, c.Stats().PingsSent+srv.Stats().PingsSent)
+		_, err := c.Call(context.Background(), echoProc, nil)
+		require.NoError(t, err)
+	})
+}
