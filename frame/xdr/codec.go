@@ -8,8 +8,12 @@ import (
 	"sync"
 )
 
-// minGrow is spare room for the variable-length parts of a value.
-const minGrow = 64
+// minGrow is spare room for the variable-length parts of a value;
+// maxPreGrow caps how much Encode reserves from the type alone.
+const (
+	minGrow    = 64
+	maxPreGrow = 64 << 10
+)
 
 // Marshal returns the XDR encoding of v. See the package documentation for
 // how Go types map to XDR. A pointer argument is followed, not treated as
@@ -75,7 +79,8 @@ func (e *Encoder) Encode(v any) error {
 	}
 	// Every encoding takes at least c.min bytes, so growing by that much up
 	// front is never wasted and saves Marshal repeated small reallocations.
-	e.buf = slices.Grow(e.buf, c.min+minGrow)
+	// Capped: huge values grow as they are written, as they would anyway.
+	e.buf = slices.Grow(e.buf, min(c.min, maxPreGrow)+minGrow)
 	start := len(e.buf)
 	if err := c.enc(e, rv); err != nil {
 		e.buf = e.buf[:start]

@@ -16,7 +16,7 @@ import (
 // the same value.
 func FuzzUnmarshal(f *testing.F) {
 	head := &node{Val: 1, Next: &node{Val: 2}}
-	for _, v := range []any{sampleAllTypes(), libvirtErrorSample(), head, tree{Kids: []tree{{}, {Kids: []tree{{}}}}}} {
+	for _, v := range []any{sampleAllTypes(), libvirtErrorSample(), head, tree{Kids: []tree{{}, {Kids: []tree{{}}}}}, sampleAllTypes().Params} {
 		b, err := Marshal(v)
 		if err != nil {
 			f.Fatal(err)
@@ -28,6 +28,7 @@ func FuzzUnmarshal(f *testing.F) {
 		fuzzRoundTrip[remoteError](t, data)
 		fuzzRoundTrip[node](t, data)
 		fuzzRoundTrip[tree](t, data)
+		fuzzRoundTrip[[]typedParam](t, data)
 	})
 }
 
