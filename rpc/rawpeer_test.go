@@ -63,3 +63,5 @@ type procedure = struct {
 	Vers uint32
 	Proc int32
 }
+
+func timeIn10s() time.Time { return time.Now().Add(10 * time.Second) }

@@ -146,6 +146,7 @@ func (s *Stream) gotOK() {
 	if s.finSent {
 		s.verdict = true
 		ack := s.cfg.Role == CompatServer && !s.eof && s.lerr == nil
+		aborted := s.lerr != nil
 		s.eof = true
 		s.sendCond.Broadcast()
 		s.recvCond.Broadcast()
@@ -153,6 +154,9 @@ func (s *Stream) gotOK() {
 		if ack {
 			// libvirtd answers the client's OK to its end-of-data marker.
 			s.sendOOB(frame.StatusOK, nil)
+		}
+		if aborted {
+			s.release() // the ack of our abort: nothing more will come
 		}
 		return
 	}
