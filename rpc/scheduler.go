@@ -110,16 +110,60 @@ func (s *scheduler) sendCall(msg []byte) error {
 	return nil
 }
 
-// Schedule implements stream.Link.
+// schedule takes a stream that has a frame ready. If the socket is idle and
+// no other stream is waiting, the calling goroutine (the stream's producer)
+// writes the frame itself, after any queued control and calls: bulk data
+// then costs no goroutine hand-off, as with a plain TLS connection, and the
+// other core stays free for the read loops. Otherwise the stream joins the
+// round-robin served by the writer goroutine.
 func (s *scheduler) schedule(st *stream.Stream) {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
 		return
 	}
-	s.ready = append(s.ready, st)
+	if s.writing || len(s.ready) > 0 {
+		s.ready = append(s.ready, st)
+		s.mu.Unlock()
+		s.kick()
+		return
+	}
+	s.writing = true
+	batch, frames := s.collectLocked(s.batch[:0])
 	s.mu.Unlock()
-	s.kick()
+
+	ok := frames == 0 || s.write(batch, frames)
+	var more bool
+	if ok {
+		var f stream.Frame
+		f, more = st.PopFrame()
+		ok = s.writeData(f)
+	}
+	s.mu.Lock()
+	s.batch = batch[:0]
+	s.writing = false
+	if more && !s.closing {
+		s.ready = append(s.ready, st)
+	}
+	pending := len(s.ctrl) > 0 || len(s.calls) > 0 || len(s.ready) > 0
+	s.mu.Unlock()
+	if ok && pending {
+		s.kick()
+	}
+}
+
+// writeData writes a popped stream frame and recycles its buffer.
+func (s *scheduler) writeData(f stream.Frame) bool {
+	msg := f.Bytes()
+	if len(msg) == 0 {
+		return true
+	}
+	ok := s.write(msg, 1)
+	if len(msg) > frame.Overhead {
+		s.c.stats.streamBytesOut.Add(int64(len(msg) - frame.Overhead))
+	}
+	f.Done()
+	return ok
 }
 
 func (s *scheduler) shutdown(graceful bool) {
@@ -180,13 +224,7 @@ func (s *scheduler) run() {
 				}
 				s.mu.Unlock()
 			}
-			if msg := f.Bytes(); len(msg) > 0 {
-				ok = s.write(msg, 1)
-				if len(msg) > frame.Overhead {
-					c.stats.streamBytesOut.Add(int64(len(msg) - frame.Overhead))
-				}
-				f.Done()
-			}
+			ok = s.writeData(f)
 		}
 		s.mu.Lock()
 		s.writing = false
