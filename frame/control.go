@@ -67,11 +67,12 @@ func (h *Hello) Has(feature string) bool {
 	return false
 }
 
-// EncodeHello returns the XDR payload of h.
+// EncodeHello returns the XDR payload of h. It panics if h lists more than
+// 64 features, the most a peer accepts.
 func EncodeHello(h *Hello) []byte {
 	b, err := xdr.Marshal(h)
 	if err != nil {
-		panic(err) // Hello has only encodable fields
+		panic(err) // only possible with more than 64 features
 	}
 	return b
 }

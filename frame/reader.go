@@ -43,6 +43,7 @@ type Reader struct {
 	hdr     [Overhead]byte
 	remain  int // unread payload bytes of the current message
 	lastErr error
+	scratch []byte // Discard's buffer, allocated on first use
 }
 
 // ReaderOptions tunes a Reader; the zero value means libvirt's limits.
@@ -134,6 +135,9 @@ func (fr *Reader) Read(p []byte) (int, error) {
 // ReadFull fills p from the current payload, which must hold at least len(p)
 // more bytes.
 func (fr *Reader) ReadFull(p []byte) error {
+	if fr.lastErr != nil {
+		return fr.lastErr
+	}
 	if len(p) > fr.remain {
 		return fmt.Errorf("virtrpc: payload read of %d bytes with %d left", len(p), fr.remain)
 	}
@@ -146,6 +150,9 @@ func (fr *Reader) ReadFull(p []byte) error {
 
 // Payload reads the rest of the current payload into a new slice.
 func (fr *Reader) Payload() ([]byte, error) {
+	if fr.lastErr != nil {
+		return nil, fr.lastErr
+	}
 	p := make([]byte, fr.remain)
 	if err := fr.ReadFull(p); err != nil {
 		return nil, err
@@ -158,13 +165,20 @@ func (fr *Reader) Remaining() int { return fr.remain }
 
 // Discard skips the rest of the current payload.
 func (fr *Reader) Discard() error {
+	if fr.lastErr != nil {
+		return fr.lastErr
+	}
 	if fr.remain == 0 {
 		return nil
 	}
-	var scratch [4096]byte
+	// A stack array would escape through the io.Reader call and be
+	// allocated on every Discard; one buffer per Reader is allocated once.
+	if fr.scratch == nil {
+		fr.scratch = make([]byte, 4096)
+	}
 	for fr.remain > 0 {
-		n := min(fr.remain, len(scratch))
-		if err := fr.ReadFull(scratch[:n]); err != nil {
+		n := min(fr.remain, len(fr.scratch))
+		if err := fr.ReadFull(fr.scratch[:n]); err != nil {
 			return err
 		}
 	}
