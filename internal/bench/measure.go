@@ -226,9 +226,17 @@ func measure(ctx context.Context, e *env, bc benchCase, o measureOpts) (res resu
 	var pingErr error
 	pingDone := make(chan struct{})
 	if o.pingEvery > 0 {
+		// A ping sent just after the stop may never be answered (a raw
+		// server stops reading at the end frame): give up on it once
+		// every receiver is done.
+		pctx, cancel := context.WithCancel(ctx)
+		go func() {
+			m.recvWG.Wait()
+			cancel()
+		}()
 		go func() {
 			defer close(pingDone)
-			lat, pingErr = pinger(ctx, sessions[0], o.pingEvery, m.stopped2)
+			lat, pingErr = pinger(pctx, sessions[0], o.pingEvery, m.stopped2)
 		}()
 	} else {
 		close(pingDone)
