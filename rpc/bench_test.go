@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -91,8 +92,11 @@ func BenchmarkStreamVsTLS(b *testing.B) {
 		b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "call-p50-µs")
 		b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds()), "call-p99-µs")
 	}
+	b.ReportMetric(float64(lastWindow.Load())/1024, "window-KiB")
 	b.ReportMetric(0, "ns/op")
 }
+
+var lastWindow atomic.Int64
 
 func rawTLSCopy(b *testing.B, pki *testcert.PKI, size int64) time.Duration {
 	cc, sc := tlsPair(b, pki)
@@ -126,6 +130,7 @@ func streamCopy(b *testing.B, pki *testcert.PKI, size int64) (time.Duration, []t
 		}
 		go func() {
 			n, _ := io.Copy(io.Discard, st)
+			lastWindow.Store(st.Window())
 			_ = st.Close()
 			received <- n
 		}()

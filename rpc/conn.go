@@ -34,6 +34,8 @@ type Conn struct {
 	callSem    atomic.Pointer[chan struct{}] // native: the peer's MaxCalls
 	serving    atomic.Int32
 	budget     *stream.Budget
+	bdp        bdpEstimator
+	helloRTT   time.Duration // set before the connection is shared
 	msgs       *messageQueue
 	handlerCtx context.Context
 	cancel     context.CancelFunc
@@ -86,6 +88,7 @@ func newConn(nc net.Conn, opts *Options, isServer bool) *Conn {
 	c.authed.Store(c.cfg.Auth == nil)
 	c.handlerCtx, c.cancel = context.WithCancel(context.Background())
 	c.sched.init(c)
+	c.bdp.init(c)
 	c.msgs = newMessageQueue(c)
 	c.lastRecv.Store(time.Now().UnixNano())
 	c.rttNanos.Store(int64(time.Millisecond))
@@ -245,6 +248,9 @@ func (c *Conn) route(h frame.Header, fr *frame.Reader) error {
 		}
 		if h.Type == frame.TypeStream && h.Status == frame.StatusContinue {
 			c.stats.streamBytesIn.Add(int64(fr.Remaining()))
+			if c.Mode() == ModeNative {
+				c.bdp.dataReceived()
+			}
 		}
 		return s.HandleFrame(h, fr)
 	case frame.TypeCallWithFDs, frame.TypeReplyWithFDs:

@@ -41,7 +41,8 @@ func (c *Conn) hello(ctx context.Context) error {
 		c.cfg.log.Debug("virtrpc: running in compat mode", "hello_error", fe)
 		return nil
 	}
-	c.noteRTT(time.Since(start))
+	c.helloRTT = time.Since(start)
+	c.noteRTT(c.helloRTT)
 	peer, err := frame.DecodeHello(r.payload)
 	if err != nil {
 		return err

@@ -16,8 +16,10 @@ func (c *Conn) sendKeepalive(proc int32, direct bool) {
 }
 
 func (c *Conn) gotPong() {
+	now := time.Now()
+	c.bdp.pong(now)
 	if sent := c.stats.pingSent.Swap(0); sent != 0 {
-		c.noteRTT(time.Since(time.Unix(0, sent)))
+		c.noteRTT(now.Sub(time.Unix(0, sent)))
 	}
 }
 

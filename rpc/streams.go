@@ -79,7 +79,7 @@ func (c *Conn) newStream(h frame.Header, opts *stream.Options, held bool) (*stre
 		cfg.RecvWindow = int64(c.cfg.StreamWindow)
 		cfg.MaxWindow = int64(c.cfg.MaxStreamWindow)
 		cfg.Budget = c.budget
-		cfg.RTT = c.RTT
+		cfg.Target = c.bdp.window
 	case c.isServer:
 		cfg.Role = stream.CompatServer
 	default:

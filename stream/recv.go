@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"time"
 
 	"github.com/virtrpc/virtrpc/frame"
 )
@@ -235,14 +234,11 @@ func (s *Stream) consume(n int) {
 	s.consumed += int64(n)
 	var grant int64
 	if s.recvLimit-s.consumed <= s.window/2 && s.lerr == nil && s.rerr == nil && !s.eof {
-		now := time.Now()
-		if s.window < s.cfg.MaxWindow && !s.lastGrant.IsZero() && s.cfg.RTT != nil && now.Sub(s.lastGrant) < 2*s.cfg.RTT() {
-			grow := min(s.window, s.cfg.MaxWindow-s.window)
-			if s.cfg.Budget.take(grow) {
-				s.window += grow
+		if s.cfg.Target != nil {
+			if want := min(s.cfg.Target(), s.cfg.MaxWindow); want > s.window && s.cfg.Budget.take(want-s.window) {
+				s.window = want
 			}
 		}
-		s.lastGrant = now
 		grant = s.consumed + s.window - s.recvLimit
 		s.recvLimit += grant
 	}

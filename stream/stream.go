@@ -18,7 +18,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/virtrpc/virtrpc/frame"
 )
@@ -87,9 +86,9 @@ type Config struct {
 	RecvWindow  int64 // initial receive window, as advertised to the peer (Native)
 	MaxWindow   int64 // receive window cap (Native)
 	Budget      *Budget
-	CompatLimit int // receive bytes buffered before the read loop pauses (compat)
-	RTT         func() time.Duration
-	Held        bool // frames wait until Unhold (the reply must go first)
+	CompatLimit int          // receive bytes buffered before the read loop pauses (compat)
+	Target      func() int64 // the window the connection's bandwidth probe wants
+	Held        bool         // frames wait until Unhold (the reply must go first)
 }
 
 // Stream is one data stream. See the package documentation.
@@ -121,7 +120,6 @@ type Stream struct {
 	recvLimit int64
 	consumed  int64
 	window    int64
-	lastGrant time.Time
 
 	// lifecycle
 	rerr     error // the peer's abort or error, or the connection's failure
