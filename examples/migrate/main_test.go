@@ -1,0 +1,162 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const testSize = 32 << 20
+
+func TestRun(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	cfg := config{size: testSize, seed: 7, baseline: true}
+	if err := run(context.Background(), cfg, &stdout, &stderr); err != nil {
+		t.Fatalf("run: %v\nstdout:\n%s", err, &stdout)
+	}
+	out := stdout.String()
+	for _, want := range []string{
+		"native mode",
+		"destination verified sha256",
+		"virtrpc stream  33554432 bytes",
+		"plain TLS       33554432 bytes",
+		"MB/s  (control call p50",
+		"of plain TLS; destination verified sha256",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(stderr.String(), "\rperform") || !strings.Contains(stderr.String(), "100.0%") {
+		t.Errorf("no progress line on stderr: %q", stderr.String())
+	}
+	t.Log("\n" + out)
+}
+
+func TestRunCompat(t *testing.T) {
+	var stdout bytes.Buffer
+	cfg := config{size: testSize, seed: 3, compat: true, quiet: true}
+	if err := run(context.Background(), cfg, &stdout, io.Discard); err != nil {
+		t.Fatalf("run: %v\nstdout:\n%s", err, &stdout)
+	}
+	out := stdout.String()
+	for _, want := range []string{"compat mode", "virtrpc stream  33554432 bytes", "destination verified sha256"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "plain TLS ") {
+		t.Errorf("baseline ran although disabled:\n%s", out)
+	}
+}
+
+// A byte corrupted on the way must fail Finish: the destination's digest
+// differs from the source's.
+func TestRunCorruptedByte(t *testing.T) {
+	const at = 5<<20 + 123
+	cfg := config{size: testSize, seed: 1, baseline: true, quiet: true}
+	cfg.tamper = func(off int64, p []byte) []byte {
+		if off <= at && at < off+int64(len(p)) {
+			p = bytes.Clone(p)
+			p[at-off] ^= 0x20
+		}
+		return p
+	}
+	var stdout bytes.Buffer
+	err := run(context.Background(), cfg, &stdout, io.Discard)
+	if err == nil || !strings.Contains(err.Error(), "sha256 mismatch") {
+		t.Fatalf("run = %v, want a sha256 mismatch\nstdout:\n%s", err, &stdout)
+	}
+	if strings.Contains(stdout.String(), "verified") {
+		t.Errorf("reported verified:\n%s", &stdout)
+	}
+}
+
+// Cancelling mid-stream (Ctrl-C) aborts the migration with an error and
+// leaves nothing running.
+func TestRunCancelled(t *testing.T) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	defer cancel(nil)
+	stop := errors.New("interrupt")
+	cfg := config{size: 1 << 40, seed: 1, quiet: true}
+	cfg.tamper = func(off int64, p []byte) []byte {
+		if off >= 8<<20 {
+			cancel(stop)
+		}
+		return p
+	}
+	err := run(ctx, cfg, io.Discard, io.Discard)
+	if !errors.Is(err, stop) {
+		t.Fatalf("run = %v, want the cancellation", err)
+	}
+}
+
+func TestGuestMem(t *testing.T) {
+	const size = 4<<20 + 100 // not a whole number of pages
+	image := func(seed uint64, bufSize int) []byte {
+		g, buf := newGuestMem(size, seed), make([]byte, bufSize)
+		var all []byte
+		for {
+			n, err := g.Read(buf)
+			all = append(all, buf[:n]...)
+			if err == io.EOF {
+				return all
+			}
+		}
+	}
+	a := image(42, 65508) // a stream chunk: reads straddle pages
+	if len(a) != size {
+		t.Fatalf("read %d bytes, want %d", len(a), size)
+	}
+	if !bytes.Equal(a, image(42, 4096)) || !bytes.Equal(a, image(42, 1000)) {
+		t.Error("contents depend on the read size")
+	}
+	if bytes.Equal(a, image(43, 65508)) {
+		t.Error("seed 43 gives seed 42's image")
+	}
+	zero, pages := 0, size/pageSize
+	for p := 0; p < pages*pageSize; p += pageSize {
+		if bytes.Count(a[p:p+pageSize], []byte{0}) == pageSize {
+			zero++
+		}
+	}
+	if zero < pages/5 || zero > pages/3 {
+		t.Errorf("%d zero pages of %d, want about a quarter", zero, pages)
+	}
+}
+
+func TestByteSize(t *testing.T) {
+	for in, want := range map[string]int64{
+		"1GiB": 1 << 30, "256MiB": 256 << 20, "4GiB": 4 << 30, "4G": 4 << 30,
+		"512KiB": 512 << 10, "1073741824": 1 << 30, "500MB": 500e6, "1.5GiB": 3 << 29,
+	} {
+		var b byteSize
+		if err := b.Set(in); err != nil || int64(b) != want {
+			t.Errorf("Set(%q) = %d, %v; want %d", in, b, err, want)
+		}
+	}
+	for _, in := range []string{"", "0", "-1GiB", "lots", "1XB"} {
+		var b byteSize
+		if err := b.Set(in); err == nil {
+			t.Errorf("Set(%q) accepted", in)
+		}
+	}
+}
+
+func BenchmarkGuestMem(b *testing.B) {
+	buf := make([]byte, 65508)
+	g := newGuestMem(1<<62, 1)
+	b.SetBytes(int64(len(buf)))
+	for b.Loop() {
+		_, _ = g.Read(buf)
+	}
+}
