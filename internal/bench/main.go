@@ -12,6 +12,8 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,10 +29,12 @@ type config struct {
 	wan             wanParams
 	only            map[string]bool
 	jsonFile        string
-	quiet           bool
+	commit          string
 }
 
-func main() {
+func main() { os.Exit(realMain()) }
+
+func realMain() int {
 	var c config
 	size := flag.String("size", "1GiB", "bytes per loopback transfer (one stream, and all 16 together)")
 	wanSize := flag.String("wansize", "256MiB", "bytes per transfer through the emulated WAN")
@@ -46,7 +50,30 @@ func main() {
 	queue := flag.String("queue", "4MiB", "WAN bottleneck queue")
 	cases := flag.String("cases", "", "comma-separated case names (default all)")
 	flag.StringVar(&c.jsonFile, "json", "", "write the results as JSON to this file")
+	flag.StringVar(&c.commit, "commit", "", "the library's commit, recorded in the JSON")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	memProfile := flag.String("memprofile", "", "write an allocation profile of the whole run to this file")
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 2
+		}
+		defer pprof.StopCPUProfile()
+	}
+	if *memProfile != "" {
+		runtime.MemProfileRate = 64 << 10
+		defer func() {
+			if f, err := os.Create(*memProfile); err == nil {
+				_ = pprof.Lookup("allocs").WriteTo(f, 0)
+				f.Close()
+			}
+		}()
+	}
 	var err error
 	if c.size, err = parseSize(*size); err == nil {
 		if c.wanSize, err = parseSize(*wanSize); err == nil {
@@ -57,7 +84,7 @@ func main() {
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(2)
+		return 2
 	}
 	c.wan.rate = *rate * 1e6 / 8
 	if *cases != "" {
@@ -66,10 +93,14 @@ func main() {
 			c.only[strings.TrimSpace(n)] = true
 		}
 	}
+	return mainRun(c)
+}
+
+func mainRun(c config) int {
 	rep, err := run(context.Background(), c)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return 1
 	}
 	rep.Command = "go run . " + strings.Join(os.Args[1:], " ")
 	printTable(os.Stdout, rep)
@@ -80,12 +111,13 @@ func main() {
 		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
+			return 1
 		}
 	}
 	if rep.Failures > 0 {
-		os.Exit(1)
+		return 1
 	}
+	return 0
 }
 
 func parseSize(s string) (int64, error) {
@@ -131,7 +163,7 @@ func run(ctx context.Context, c config) (*report, error) {
 	if len(cases) == 0 {
 		return nil, fmt.Errorf("no cases selected")
 	}
-	rep := &report{Machine: machineInfo(), Runs: c.runs, Streams: c.streams}
+	rep := &report{Machine: machineInfo(), Commit: c.commit, Runs: c.runs, Streams: c.streams}
 	type phase struct {
 		suffix  string
 		wan     *wanParams

@@ -11,6 +11,7 @@ import (
 type report struct {
 	Machine   machine      `json:"machine"`
 	Command   string       `json:"command"`
+	Commit    string       `json:"library_commit,omitempty"`
 	Runs      int          `json:"runs"`
 	Streams   int          `json:"streams"`
 	SizeBytes int64        `json:"size_bytes,omitempty"`
