@@ -75,6 +75,10 @@ type Options struct {
 	// StreamWindow is the initial receive window of each stream in native
 	// mode. Default 1 MiB.
 	StreamWindow int
+	// StreamBuffer bounds what a stream holds for a slow reader: data in
+	// flight plus received and not yet read, at least four windows.
+	// Default 4 MiB.
+	StreamBuffer int
 	// MaxStreamWindow caps a stream's auto-tuned window. Default 16 MiB.
 	MaxStreamWindow int
 	// ConnectionWindow bounds the growth of all streams' windows together.
@@ -113,6 +117,7 @@ func resolve(o *Options) config {
 	def(&c.KeepaliveCount, 5)
 	def(&c.StreamWindow, 1<<20)
 	def(&c.MaxStreamWindow, 16<<20)
+	def(&c.StreamBuffer, 4<<20)
 	def(&c.ConnectionWindow, 64<<20)
 	def(&c.ChunkSize, frame.AlignedStreamPayload)
 	def(&c.MaxMessage, frame.MaxMessage)

@@ -359,10 +359,10 @@ func TestPausedStreamDoesNotBlockCallsOrOtherStreams(t *testing.T) {
 		}()
 		return nil, nil
 	})
-	opts := &rpc.Options{Handlers: mux, StreamWindow: window, MaxStreamWindow: window}
+	opts := &rpc.Options{Handlers: mux, StreamWindow: window, MaxStreamWindow: window, StreamBuffer: 1 << 20}
 	c, _ := pair(t, opts, opts)
 
-	const pausedSize = 8 << 20
+	const pausedSize = 16 << 20
 	st, _, err := c.OpenStream(context.Background(), pausedProc, nil, nil)
 	require.NoError(t, err)
 	serverSide := <-paused
@@ -374,8 +374,9 @@ func TestPausedStreamDoesNotBlockCallsOrOtherStreams(t *testing.T) {
 		}
 		writeDone <- err
 	}()
-	// The paused stream fills its window and no more.
-	require.Eventually(t, func() bool { return serverSide.Buffered() >= window/2 }, 10*time.Second, time.Millisecond)
+	// The paused stream fills its buffer and no more.
+	limit := serverSide.BufferLimit()
+	require.Eventually(t, func() bool { return int64(serverSide.Buffered()) >= limit-window }, 10*time.Second, time.Millisecond)
 
 	for i := range 20 {
 		got, err := c.Call(context.Background(), echoProc, []byte{byte(i)})
@@ -385,8 +386,8 @@ func TestPausedStreamDoesNotBlockCallsOrOtherStreams(t *testing.T) {
 	upload(t, c, 16<<20, 11)
 	download(t, c, 16<<20, 12)
 
-	assert.LessOrEqual(t, serverSide.MaxBuffered(), window, "buffered bytes stay within the window")
-	assert.LessOrEqual(t, serverSide.BytesReceived(), int64(window), "the sender stopped at its credit")
+	assert.LessOrEqual(t, int64(serverSide.MaxBuffered()), limit, "buffered bytes stay within the stream's limit")
+	assert.LessOrEqual(t, serverSide.BytesReceived(), limit, "the sender stopped at its credit")
 	select {
 	case err := <-writeDone:
 		t.Fatalf("the paused stream's writer finished early: %v", err)

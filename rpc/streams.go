@@ -78,6 +78,7 @@ func (c *Conn) newStream(h frame.Header, opts *stream.Options, held bool) (*stre
 		cfg.SendCredit = int64(peer.InitialWindow)
 		cfg.RecvWindow = int64(c.cfg.StreamWindow)
 		cfg.MaxWindow = int64(c.cfg.MaxStreamWindow)
+		cfg.BufferLimit = int64(c.cfg.StreamBuffer)
 		cfg.Budget = c.budget
 		cfg.Target = c.bdp.window
 	case c.isServer:
@@ -103,12 +104,12 @@ func (c *Conn) newStream(h frame.Header, opts *stream.Options, held bool) (*stre
 func (c *Conn) Schedule(s *stream.Stream) { c.sched.schedule(s) }
 
 // SendCredit implements stream.Link.
-func (c *Conn) SendCredit(serial uint32, n uint64) {
+func (c *Conn) SendCredit(serial uint32, n uint64, direct bool) {
 	var b [frame.Overhead + frame.CreditPayloadSize]byte
 	h := frame.Header{Prog: frame.ControlProgram, Vers: frame.ControlVersion, Proc: frame.ControlCredit, Type: frame.TypeMessage, Serial: serial}
 	frame.PutHeader(b[:], h, frame.CreditPayloadSize)
 	frame.PutCredit(b[frame.Overhead:], n)
-	c.sched.sendControl(b[:], true)
+	c.sched.sendControl(b[:], direct)
 }
 
 // SendFrame implements stream.Link.

@@ -104,12 +104,18 @@ func (s *Stream) recvData(fr *frame.Reader, n int) error {
 	s.maxIn = max(s.maxIn, s.inBytes)
 	s.gotData = true
 	s.recvCond.Broadcast()
+	var grant int64
 	if s.cfg.Role != Native {
 		for s.inBytes > s.cfg.CompatLimit && s.lerr == nil && s.rerr == nil {
 			s.recvCond.Wait()
 		}
+	} else {
+		grant = s.grantLocked()
 	}
 	s.mu.Unlock()
+	if grant > 0 {
+		s.link.SendCredit(s.cfg.Header.Serial, uint64(grant), false)
+	}
 	return nil
 }
 
@@ -232,21 +238,39 @@ func (s *Stream) consume(n int) {
 		return
 	}
 	s.consumed += int64(n)
-	var grant int64
-	if s.recvLimit-s.consumed <= s.window/2 && s.lerr == nil && s.rerr == nil && !s.eof {
-		if s.cfg.Target != nil {
-			if want := min(s.cfg.Target(), s.cfg.MaxWindow); want > s.window && s.cfg.Budget.take(want-s.window) {
-				s.window = want
-			}
-		}
-		grant = s.consumed + s.window - s.recvLimit
-		s.recvLimit += grant
-	}
+	grant := s.grantLocked()
 	s.mu.Unlock()
 	if grant > 0 {
-		s.link.SendCredit(s.cfg.Header.Serial, uint64(grant))
+		s.link.SendCredit(s.cfg.Header.Serial, uint64(grant), true)
 	}
 }
+
+// grantLocked decides how much credit to grant now. Credit keeps two
+// bounds: bytes in flight (granted but not yet received) stay within the
+// window, which bounds the queue a call can be stuck behind in the sockets;
+// bytes buffered here and not yet consumed stay within the buffer limit,
+// which bounds memory. Granting as data is received, not only as it is
+// consumed, means a consumer that is briefly not scheduled does not stall
+// the sender.
+func (s *Stream) grantLocked() int64 {
+	if s.lerr != nil || s.rerr != nil || s.eof {
+		return 0
+	}
+	if s.cfg.Target != nil {
+		if want := min(s.cfg.Target(), s.cfg.MaxWindow); want > s.window && s.cfg.Budget.take(want-s.window) {
+			s.window = want
+		}
+	}
+	limit := min(s.received+s.window, s.consumed+s.bufLimit())
+	if grant := limit - s.recvLimit; grant >= s.window/2 {
+		s.recvLimit = limit
+		return grant
+	}
+	return 0
+}
+
+// bufLimit is the most data in flight plus buffered that the stream allows.
+func (s *Stream) bufLimit() int64 { return max(4*s.window, s.cfg.BufferLimit) }
 
 func (s *Stream) localErr() error {
 	s.mu.Lock()

@@ -65,8 +65,9 @@ type Link interface {
 	// Schedule tells the write scheduler that s has frames for PopFrame.
 	Schedule(s *Stream)
 	// SendCredit grants the peer n more bytes on stream serial, ahead of
-	// any queued data.
-	SendCredit(serial uint32, n uint64)
+	// any queued data. direct allows writing it on the calling goroutine;
+	// the read loop passes false and must never block on a write.
+	SendCredit(serial uint32, n uint64, direct bool)
 	// SendFrame queues a whole small message of the stream (an
 	// acknowledgement or an abort) ahead of data; it is flushed even when the
 	// connection is being closed.
@@ -85,6 +86,7 @@ type Config struct {
 	SendCredit  int64 // initial credit toward the peer (Native)
 	RecvWindow  int64 // initial receive window, as advertised to the peer (Native)
 	MaxWindow   int64 // receive window cap (Native)
+	BufferLimit int64 // in-flight plus received-unread bytes (Native); at least 4 windows
 	Budget      *Budget
 	CompatLimit int          // receive bytes buffered before the read loop pauses (compat)
 	Target      func() int64 // the window the connection's bandwidth probe wants
@@ -179,6 +181,14 @@ func (s *Stream) MaxBuffered() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.maxIn
+}
+
+// BufferLimit bounds the bytes in flight plus buffered unread (native
+// mode): a paused reader never holds more.
+func (s *Stream) BufferLimit() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.bufLimit()
 }
 
 // Window is the current receive window (native mode).
