@@ -69,13 +69,17 @@ func BenchmarkStreamVsTLS(b *testing.B) {
 	}
 	var rawDur, rpcDur time.Duration
 	var lat []time.Duration
-	var mallocs, allocBytes uint64
+	var mallocs, allocBytes, rawMallocs uint64
 	for b.Loop() {
+		var m0, m1 runtime.MemStats
+		runtime.ReadMemStats(&m0)
 		rawDur += rawTLSCopy(b, pki, size)
+		runtime.ReadMemStats(&m1)
+		rawMallocs += m1.Mallocs - m0.Mallocs
 		d, l, m, ab := streamCopy(b, pki, size)
 		rpcDur += d
 		if os.Getenv("VERBOSE") != "" {
-			b.Logf("stream %v raw-so-far %v", d, rawDur)
+			b.Logf("stream %v raw-total %v", d, rawDur)
 		}
 		lat = append(lat, l...)
 		mallocs += m
@@ -89,6 +93,7 @@ func BenchmarkStreamVsTLS(b *testing.B) {
 	b.ReportMetric(rpcMBps, "stream-MB/s")
 	b.ReportMetric(rpcMBps/rawMBps, "ratio")
 	b.ReportMetric(float64(mallocs)/mib, "allocs/MiB")
+	b.ReportMetric(float64(rawMallocs)/mib, "raw-allocs/MiB")
 	b.ReportMetric(float64(allocBytes)/mib, "B/MiB")
 	slices.Sort(lat)
 	if len(lat) > 0 {

@@ -26,7 +26,7 @@ type scheduler struct {
 
 	mu        sync.Mutex
 	space     sync.Cond // callBytes dropped below the bound, or closing
-	ctrl      [][]byte
+	ctrl      []byte // encoded control messages, back to back
 	calls     [][]byte
 	callBytes int
 	ready     []*stream.Stream
@@ -63,7 +63,7 @@ func (s *scheduler) sendControl(msg []byte, direct bool) {
 		s.mu.Unlock()
 		return
 	}
-	s.ctrl = append(s.ctrl, msg)
+	s.ctrl = append(s.ctrl, msg...) // copied: callers pass stack buffers
 	s.flushOrKick(direct)
 }
 
@@ -243,12 +243,11 @@ func (s *scheduler) run() {
 // fit a batch to b.
 func (s *scheduler) collectLocked(b []byte) ([]byte, int) {
 	frames := 0
-	for _, m := range s.ctrl {
-		b = append(b, m...)
-		frames++
+	if len(s.ctrl) > 0 {
+		b = append(b, s.ctrl...)
+		frames++ // counted as one write's worth; stats count messages loosely here
+		s.ctrl = s.ctrl[:0]
 	}
-	clear(s.ctrl)
-	s.ctrl = s.ctrl[:0]
 	for len(s.calls) > 0 && (len(b) == 0 || len(b)+len(s.calls[0]) <= maxBatch) {
 		m := s.calls[0]
 		s.calls[0] = nil
