@@ -123,7 +123,7 @@ func (c *Conn) call(ctx context.Context, p Procedure, args []byte, before func(s
 		undo = before(serial)
 	}
 	h := frame.Header{Prog: p.Prog, Vers: p.Vers, Proc: p.Proc, Type: frame.TypeCall, Serial: serial}
-	if err := c.sched.sendCall(frame.Append(make([]byte, 0, frame.Overhead+len(args)), h, args)); err != nil {
+	if err := c.sched.sendCall(frame.Append(make([]byte, 0, frame.Overhead+len(args)), h, args), true); err != nil {
 		c.forget(serial)
 		if undo != nil {
 			undo()
@@ -216,7 +216,7 @@ func (c *Conn) Send(ctx context.Context, p Procedure, payload []byte) error {
 		return fmt.Errorf("virtrpc: message %s: %w: %d bytes", p, frame.ErrFrameTooLarge, len(payload))
 	}
 	h := frame.Header{Prog: p.Prog, Vers: p.Vers, Proc: p.Proc, Type: frame.TypeMessage}
-	return c.sched.sendCall(frame.Append(make([]byte, 0, frame.Overhead+len(payload)), h, payload))
+	return c.sched.sendCall(frame.Append(make([]byte, 0, frame.Overhead+len(payload)), h, payload), true)
 }
 
 var errUnknownProc = errors.New("unknown procedure")

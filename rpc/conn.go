@@ -29,6 +29,7 @@ type Conn struct {
 	peer       atomic.Pointer[frame.Hello] // native: what the peer announced
 	rttNanos   atomic.Int64
 	lastRecv   atomic.Int64 // unix nanos of the last message received
+	routing    atomic.Bool  // the read loop is handling a message, not waiting for one
 	firstCall  atomic.Bool  // the peer's first call has been seen
 	sched      scheduler
 	callSem    atomic.Pointer[chan struct{}] // native: the peer's MaxCalls
@@ -205,7 +206,11 @@ func (c *Conn) readLoop(fr *frame.Reader) {
 		c.lastRecv.Store(time.Now().UnixNano())
 		c.stats.framesIn.Add(1)
 		c.stats.bytesIn.Add(int64(frame.Overhead + n))
-		if err := c.route(h, fr); err != nil {
+		c.routing.Store(true)
+		err = c.route(h, fr)
+		c.routing.Store(false)
+		c.lastRecv.Store(time.Now().UnixNano())
+		if err != nil {
 			var pe *frame.ProtocolError
 			if !errors.As(err, &pe) {
 				hh := h

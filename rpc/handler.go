@@ -120,17 +120,17 @@ func (c *Conn) handleCall(h frame.Header, fr *frame.Reader) error {
 	}
 	p := Procedure{h.Prog, h.Vers, h.Proc}
 	if !c.authed.Load() && !c.cfg.Auth.allows(p) {
-		c.replyError(h, rpcError(frame.CodeRPC, "authentication required"))
+		c.replyError(h, rpcError(frame.CodeRPC, "authentication required"), false)
 		return nil
 	}
 	handler := c.cfg.Handlers.call(p)
 	if handler == nil {
-		c.replyError(h, rpcError(frame.CodeRPC, "unknown procedure %d in program %#x version %d", h.Proc, h.Prog, h.Vers))
+		c.replyError(h, rpcError(frame.CodeRPC, "unknown procedure %d in program %#x version %d", h.Proc, h.Prog, h.Vers), false)
 		return nil
 	}
 	if int(c.serving.Add(1)) > c.cfg.MaxConcurrentCalls {
 		c.serving.Add(-1)
-		c.replyError(h, rpcError(frame.CodeRPC, "too many concurrent calls (limit %d)", c.cfg.MaxConcurrentCalls))
+		c.replyError(h, rpcError(frame.CodeRPC, "too many concurrent calls (limit %d)", c.cfg.MaxConcurrentCalls), false)
 		return nil
 	}
 	req := &Request{Header: h, Payload: payload, conn: c}
@@ -181,7 +181,7 @@ func (r *Request) Reply(payload []byte) error {
 	r.replied = true
 	st := r.st
 	r.mu.Unlock()
-	err := r.conn.reply(r.Header, payload)
+	err := r.conn.reply(r.Header, payload, true)
 	if st != nil {
 		if err != nil {
 			st.Fail(err)
@@ -209,10 +209,10 @@ func (r *Request) finish(out []byte, err error) {
 			st.Fail(err)
 			r.conn.Release(st)
 		}
-		r.conn.replyError(r.Header, toRemote(err))
+		r.conn.replyError(r.Header, toRemote(err), true)
 		return
 	}
-	if rerr := r.conn.reply(r.Header, out); rerr != nil && st != nil {
+	if rerr := r.conn.reply(r.Header, out, true); rerr != nil && st != nil {
 		st.Fail(rerr)
 		r.conn.Release(st)
 		return
@@ -230,18 +230,19 @@ func toRemote(err error) *frame.Error {
 	return rpcError(frame.CodeInternalError, "%s", err.Error())
 }
 
-func (c *Conn) reply(h frame.Header, payload []byte) error {
+// reply queues a reply; direct is false on the read loop (see sendCall).
+func (c *Conn) reply(h frame.Header, payload []byte, direct bool) error {
 	h.Type, h.Status = frame.TypeReply, frame.StatusOK
 	if len(payload)+frame.HeaderSize > c.cfg.MaxMessage {
-		c.replyError(h, rpcError(frame.CodeInternalError, "reply of %d bytes over the message limit", len(payload)))
+		c.replyError(h, rpcError(frame.CodeInternalError, "reply of %d bytes over the message limit", len(payload)), direct)
 		return frame.ErrFrameTooLarge
 	}
-	return c.sched.sendCall(frame.Append(make([]byte, 0, frame.Overhead+len(payload)), h, payload))
+	return c.sched.sendCall(frame.Append(make([]byte, 0, frame.Overhead+len(payload)), h, payload), direct)
 }
 
-func (c *Conn) replyError(h frame.Header, e *frame.Error) {
+func (c *Conn) replyError(h frame.Header, e *frame.Error, direct bool) {
 	h.Type, h.Status = frame.TypeReply, frame.StatusError
-	_ = c.sched.sendCall(frame.Append(nil, h, frame.EncodeError(e)))
+	_ = c.sched.sendCall(frame.Append(nil, h, frame.EncodeError(e)), direct)
 }
 
 // handleMessage answers keepalive, applies credit, and queues the rest for

@@ -81,16 +81,16 @@ func (c *Conn) goNative(peer *frame.Hello) {
 func (c *Conn) serveControl(h frame.Header, payload []byte, first bool) error {
 	if h.Proc != frame.ControlHello || h.Vers != frame.ControlVersion || !c.isServer || c.cfg.Negotiation == CompatOnly {
 		// What libvirtd says to a program it does not serve.
-		c.replyError(h, rpcError(frame.CodeRPC, "Cannot find program %d version %d", h.Prog, h.Vers))
+		c.replyError(h, rpcError(frame.CodeRPC, "Cannot find program %d version %d", h.Prog, h.Vers), false)
 		return nil
 	}
 	if !first {
-		c.replyError(h, rpcError(frame.CodeRPC, "HELLO must be the first call of a connection"))
+		c.replyError(h, rpcError(frame.CodeRPC, "HELLO must be the first call of a connection"), false)
 		return nil
 	}
 	peer, err := frame.DecodeHello(payload)
 	if err != nil {
-		c.replyError(h, rpcError(frame.CodeRPC, "%s", err.Error()))
+		c.replyError(h, rpcError(frame.CodeRPC, "%s", err.Error()), false)
 		return nil
 	}
 	mine := c.localHello()
@@ -106,5 +106,5 @@ func (c *Conn) serveControl(h frame.Header, payload []byte, first bool) error {
 	} else if c.cfg.Negotiation == RequireNative {
 		return fmt.Errorf("%w: the peer lacks features %v", ErrNativeRefused, missingFeatures(peer))
 	}
-	return c.reply(h, frame.EncodeHello(mine))
+	return c.reply(h, frame.EncodeHello(mine), false)
 }

@@ -38,7 +38,10 @@ func (c *Conn) keepalive() {
 			return
 		case now := <-tick.C:
 			idle := now.Sub(time.Unix(0, c.lastRecv.Load()))
-			if idle >= deadAfter {
+			// While our read loop is paused (a compat stream's reader is
+			// behind) the silence is ours, not the peer's; we still ping so
+			// the peer knows we live.
+			if idle >= deadAfter && !c.routing.Load() {
 				_ = c.closeWith(ErrKeepaliveTimeout)
 				return
 			}

@@ -2,6 +2,7 @@ package rpc_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"io"
 	"net"
 	"testing"
@@ -100,4 +101,21 @@ func TestKeepalive(t *testing.T) {
 		_, err := c.Call(context.Background(), echoProc, nil)
 		require.NoError(t, err)
 	})
+}
+
+func TestKeepaliveSurvivesACompatReaderPause(t *testing.T) {
+	ka := &rpc.Options{Negotiation: rpc.CompatOnly, KeepaliveInterval: 20 * time.Millisecond, KeepaliveCount: 1, CompatStreamBuffer: 1 << 20}
+	c, _ := pair(t, ka, &rpc.Options{Handlers: streamMux(t), KeepaliveInterval: 20 * time.Millisecond, KeepaliveCount: 1})
+	st, _, err := c.OpenStream(context.Background(), sendProc, sendArgs(16<<20, 40), nil)
+	require.NoError(t, err)
+	// The reader pauses for many keepalive periods; the compat read loop
+	// stalls behind it, and neither side declares the other dead.
+	time.Sleep(300 * time.Millisecond)
+	require.NoError(t, c.Err())
+	h := sha256.New()
+	n, err := io.Copy(h, st)
+	require.NoError(t, err)
+	require.EqualValues(t, 16<<20, n)
+	require.Equal(t, digest(16<<20, 40), h.Sum(nil))
+	require.NoError(t, st.Close())
 }

@@ -26,7 +26,7 @@ type scheduler struct {
 
 	mu        sync.Mutex
 	space     sync.Cond // callBytes dropped below the bound, or closing
-	ctrl      []byte // encoded control messages, back to back
+	ctrl      []byte    // encoded control messages, back to back
 	calls     [][]byte
 	callBytes int
 	ready     []*stream.Stream
@@ -94,8 +94,11 @@ func (s *scheduler) flushOrKick(direct bool) {
 }
 
 // sendCall queues an encoded call, reply or message, waiting while the
-// queue is over its bound. It fails once the connection is closing.
-func (s *scheduler) sendCall(msg []byte) error {
+// queue is over its bound. It fails once the connection is closing. direct
+// allows writing on the calling goroutine when the socket is idle; the read
+// loop passes false, so two peers' read loops can never both block writing
+// to each other.
+func (s *scheduler) sendCall(msg []byte, direct bool) error {
 	s.mu.Lock()
 	for s.callBytes > maxCallQueue && !s.closing {
 		s.space.Wait()
@@ -106,7 +109,7 @@ func (s *scheduler) sendCall(msg []byte) error {
 	}
 	s.calls = append(s.calls, msg)
 	s.callBytes += len(msg)
-	s.flushOrKick(true)
+	s.flushOrKick(direct)
 	return nil
 }
 
