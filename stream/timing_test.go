@@ -1,0 +1,8 @@
+package stream
+
+import "time"
+
+const (
+	testTimeout = 10 * time.Second
+	tick        = time.Millisecond
+)
