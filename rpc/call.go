@@ -2,7 +2,6 @@ package rpc
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/virtrpc/virtrpc/frame"
@@ -218,5 +217,3 @@ func (c *Conn) Send(ctx context.Context, p Procedure, payload []byte) error {
 	h := frame.Header{Prog: p.Prog, Vers: p.Vers, Proc: p.Proc, Type: frame.TypeMessage}
 	return c.sched.sendCall(frame.Append(make([]byte, 0, frame.Overhead+len(payload)), h, payload), true)
 }
-
-var errUnknownProc = errors.New("unknown procedure")

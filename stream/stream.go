@@ -103,13 +103,12 @@ type Stream struct {
 	recvCond sync.Cond // data, EOF, failure; also compat back-pressure
 
 	// send side
-	outq        []outFrame
-	scheduled   bool
-	held        bool
-	credit      int64 // Native: bytes we may still send
-	finSent     bool  // our finish (or receiver's ack) is queued
-	verdict     bool  // the peer answered our finish
-	lastWasData bool
+	outq      []outFrame
+	scheduled bool
+	held      bool
+	credit    int64 // Native: bytes we may still send
+	finSent   bool  // our finish (or receiver's ack) is queued
+	verdict   bool  // the peer answered our finish
 
 	// receive side
 	inq       []chunk

@@ -435,7 +435,7 @@ func TestConcurrentPlans(t *testing.T) {
 				}
 				b2, err := Marshal(p)
 				if err != nil || !bytes.Equal(b, b2) {
-					t.Error(fmt.Sprintf("%T: re-encoding differs: %v", v, err))
+					t.Errorf("%T: re-encoding differs: %v", v, err)
 				}
 			})
 		}
