@@ -247,12 +247,31 @@ func TestAbortReachesThePeer(t *testing.T) {
 		download(t, c, 1<<20, 7)
 	})
 	t.Run("client aborts upload", func(t *testing.T) {
-		c, _ := pair(t, nil, &rpc.Options{Handlers: streamMux(t)})
-		st, _, err := c.OpenStream(context.Background(), verifyUploadProc, digest(1<<20, 8), nil)
+		mux := streamMux(t)
+		seen := make(chan error, 1)
+		abortProc := rpc.Procedure{Prog: 0x1234, Vers: 1, Proc: 31}
+		mux.Handle(abortProc, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
+			st, err := req.Stream(nil)
+			if err != nil {
+				return nil, err
+			}
+			go func() {
+				_, err := io.Copy(io.Discard, st)
+				seen <- err
+				_ = st.Close()
+			}()
+			return nil, nil
+		})
+		c, _ := pair(t, nil, &rpc.Options{Handlers: mux})
+		st, _, err := c.OpenStream(context.Background(), abortProc, nil, nil)
 		require.NoError(t, err)
 		_, err = io.CopyN(st, source(1<<20, 8), 1<<19)
 		require.NoError(t, err)
 		require.NoError(t, st.CloseWithError(errors.New("operator pressed ctrl-c")))
+		err = <-seen
+		var re *rpc.Error
+		require.ErrorAs(t, err, &re, "the receiver sees the sender's reason")
+		assert.Contains(t, re.Text(), "operator pressed ctrl-c")
 		upload(t, c, 1<<20, 9)
 	})
 }
