@@ -69,7 +69,7 @@ func (w *failingWriter) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func streamMux(t *testing.T) *rpc.Mux {
+func streamMux(_ *testing.T) *rpc.Mux {
 	mux := echoMux()
 	// The receiver verifies the digest and answers the sender's Close with
 	// an error if the bytes differ.
