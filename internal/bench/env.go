@@ -32,6 +32,9 @@ func newEnv(wan *wanParams) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
+	if wan != nil {
+		warmRelay(*wan)
+	}
 	return &env{pki: pki, ssh: keys, wan: wan}, nil
 }
 

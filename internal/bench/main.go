@@ -68,6 +68,7 @@ func realMain() int {
 	if *memProfile != "" {
 		runtime.MemProfileRate = 64 << 10
 		defer func() {
+			runtime.GC() // the allocs profile is as of the last GC
 			if f, err := os.Create(*memProfile); err == nil {
 				_ = pprof.Lookup("allocs").WriteTo(f, 0)
 				f.Close()
