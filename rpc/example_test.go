@@ -1,0 +1,35 @@
+package rpc_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+
+	"github.com/virtrpc/virtrpc/rpc"
+)
+
+// A handler's failure arrives as a typed error with libvirt's code.
+func ExampleConn_Call() {
+	lookup := rpc.Procedure{Prog: 0x20008086, Vers: 1, Proc: 23}
+	mux := rpc.NewMux()
+	mux.Handle(lookup, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
+		return nil, rpc.NewError(42, "Domain not found: %s", req.Payload)
+	})
+	a, b := net.Pipe()
+	srv := rpc.Server(b, &rpc.Options{Handlers: mux})
+	defer srv.Close()
+	c, err := rpc.Client(context.Background(), a, nil)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	defer c.Close()
+
+	_, err = c.Call(context.Background(), lookup, []byte("web01"))
+	var re *rpc.Error
+	if errors.As(err, &re) {
+		fmt.Println(re.Code, re.Text())
+	}
+	// Output: 42 Domain not found: web01
+}
