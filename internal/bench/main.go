@@ -201,6 +201,7 @@ func run(ctx context.Context, c config) (*report, error) {
 					rep.Failures++
 					fmt.Fprintf(os.Stderr, "run %d %s: FAILED: %v\n", r, name, err)
 				} else {
+					res.run = r
 					s.one = append(s.one, res)
 					fmt.Fprintf(os.Stderr, "run %d %-20s 1 stream:  %7.1f MB/s  %.2f CPU-s/GiB  %7.1f MB alloc/GiB  ping p50 %s p99 %s\n",
 						r, name, res.mbps, res.cpuPerGiB, res.allocPerGiB, usStr(res.p50), usStr(res.p99))
@@ -212,6 +213,7 @@ func run(ctx context.Context, c config) (*report, error) {
 						rep.Failures++
 						fmt.Fprintf(os.Stderr, "run %d %s: %d streams FAILED: %v\n", r, name, c.streams, err)
 					} else {
+						res.run = r
 						s.many = append(s.many, res)
 						fmt.Fprintf(os.Stderr, "run %d %-20s %d streams: %7.1f MB/s  slowest %.2f of fair share\n",
 							r, name, c.streams, res.mbps, res.share)
@@ -222,6 +224,13 @@ func run(ctx context.Context, c config) (*report, error) {
 		for _, bc := range cases {
 			if s := got[bc.name+ph.suffix]; s != nil {
 				rep.Cases = append(rep.Cases, summarize(bc.name+ph.suffix, s))
+			}
+		}
+		if ref := got["raw-tls"+ph.suffix]; ref != nil {
+			for i := range rep.Cases {
+				if c := &rep.Cases[i]; strings.HasSuffix(c.Name, ph.suffix) && got[c.Name] != nil {
+					c.addPaired(got[c.Name], ref)
+				}
 			}
 		}
 	}

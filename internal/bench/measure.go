@@ -157,6 +157,7 @@ type result struct {
 	p50, p99    float64 // µs; NaN when the case has no ping
 	share       float64 // slowest stream's bytes / fair share
 	bytes       int64
+	run         int // which run it came from (set by the caller)
 }
 
 type usage struct {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"runtime"
 	"strings"
@@ -71,12 +72,47 @@ type caseReport struct {
 	MBpsVsTLS  *float64 `json:"mbps_vs_raw_tls"`
 	CPUVsTLS   *float64 `json:"cpu_vs_raw_tls"`
 	AllocVsTLS *float64 `json:"alloc_vs_raw_tls"`
+	// Paired: the ratio to raw-tls within each run, then median, min, max
+	// (drift between runs cancels out).
+	PairedVsTLS    *float64 `json:"mbps_vs_raw_tls_paired"`
+	PairedVsTLSMin *float64 `json:"mbps_vs_raw_tls_paired_min"`
+	PairedVsTLSMax *float64 `json:"mbps_vs_raw_tls_paired_max"`
+	// Per-run values, in run order.
+	RunsMBps []float64  `json:"runs_mbps"`
+	RunsCPU  []float64  `json:"runs_cpu_s_per_gib"`
+	RunsP99  []*float64 `json:"runs_call_p99_us"`
 }
 
 func ptr(f float64) *float64 { return &f }
 
+// addPaired sets the per-run ratios to raw-tls of the same run.
+func (c *caseReport) addPaired(s, ref *samples) {
+	byRun := map[int]float64{}
+	for _, r := range ref.one {
+		byRun[r.run] = r.mbps
+	}
+	var ratios []result
+	for _, r := range s.one {
+		if t := byRun[r.run]; t > 0 {
+			ratios = append(ratios, result{mbps: r.mbps / t})
+		}
+	}
+	if st, ok := statOf(ratios, func(r result) float64 { return r.mbps }); ok {
+		c.PairedVsTLS, c.PairedVsTLSMin, c.PairedVsTLSMax = ptr(st.med), ptr(st.lo), ptr(st.hi)
+	}
+}
+
 func summarize(name string, s *samples) caseReport {
 	cr := caseReport{Name: name, Samples: len(s.one)}
+	for _, r := range s.one {
+		cr.RunsMBps = append(cr.RunsMBps, r.mbps)
+		cr.RunsCPU = append(cr.RunsCPU, r.cpuPerGiB)
+		if math.IsNaN(r.p99) {
+			cr.RunsP99 = append(cr.RunsP99, nil)
+		} else {
+			cr.RunsP99 = append(cr.RunsP99, ptr(r.p99))
+		}
+	}
 	if st, ok := statOf(s.one, func(r result) float64 { return r.mbps }); ok {
 		cr.MBps, cr.MBpsMin, cr.MBpsMax = st.med, st.lo, st.hi
 	}
@@ -153,11 +189,11 @@ func printTable(w io.Writer, r *report) {
 		fmt.Fprintf(w, " @wan: %s per transfer, %.0f ms each way, %.0f Mbit/s, %s queue.", sizeStr(r.WAN.SizeBytes), r.WAN.DelayMs, r.WAN.RateMbit, sizeStr(int64(r.WAN.QueueBytes)))
 	}
 	fmt.Fprintf(w, "\n\n")
-	fmt.Fprintf(w, "| case | MB/s (min–max) | × raw-tls | CPU s/GiB | × raw-tls | alloc MB/GiB | × raw-tls | call p50 µs | call p99 µs (min–max) | %d streams MB/s | × 1 stream | slowest / fair share (min) |\n", r.Streams)
-	fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "| case | MB/s (min–max) | × raw-tls | × raw-tls per run (min–max) | CPU s/GiB | × raw-tls | alloc MB/GiB | × raw-tls | call p50 µs | call p99 µs (min–max) | %d streams MB/s | × 1 stream | slowest / fair share (min) |\n", r.Streams)
+	fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, c := range r.Cases {
 		if c.Samples == 0 {
-			fmt.Fprintf(w, "| %s | failed | | | | | | | | | | |\n", c.Name)
+			fmt.Fprintf(w, "| %s | failed | | | | | | | | | | | |\n", c.Name)
 			continue
 		}
 		p99 := "n/a"
@@ -168,8 +204,12 @@ func printTable(w io.Writer, r *report) {
 		if c.Slowest != nil {
 			slow = fmt.Sprintf("%.2f (%.2f)", *c.Slowest, *c.SlowestMin)
 		}
-		fmt.Fprintf(w, "| %s | %.0f (%s) | %s | %.2f | %s | %.1f | %s | %s | %s | %s | %s | %s |\n",
-			c.Name, c.MBps, rng(c.MBpsMin, c.MBpsMax, "%.0f"), f1(c.MBpsVsTLS, "%.2f"),
+		paired := "n/a"
+		if c.PairedVsTLS != nil {
+			paired = fmt.Sprintf("%.2f (%s)", *c.PairedVsTLS, rng(*c.PairedVsTLSMin, *c.PairedVsTLSMax, "%.2f"))
+		}
+		fmt.Fprintf(w, "| %s | %.0f (%s) | %s | %s | %.2f | %s | %.1f | %s | %s | %s | %s | %s | %s |\n",
+			c.Name, c.MBps, rng(c.MBpsMin, c.MBpsMax, "%.0f"), f1(c.MBpsVsTLS, "%.2f"), paired,
 			c.CPU, f1(c.CPUVsTLS, "%.2f"), c.Alloc, f1(c.AllocVsTLS, "%.1f"),
 			f1(c.P50, "%.0f"), p99, f1(c.Multi, "%.0f"), f1(c.MultiVsOne, "%.2f"), slow)
 	}
