@@ -13,9 +13,10 @@ const bdpMinInterval = time.Millisecond
 
 // bdpEstimator sizes stream windows from the link itself. The receiver
 // sends a keepalive PING while stream data arrives and counts the bytes
-// received until the PONG: that gives the delivery rate. The window target
-// is twice rate × the smallest round trip seen, as BBR estimates the
-// bandwidth-delay product. Using the smallest round trip matters: the PONG
+// received until the PONG: that gives the delivery rate. While the window
+// is used up within a round trip that shows no queueing, the target doubles
+// (slow start); after that it is 1.25 × rate × the smallest round trip seen,
+// as BBR estimates the bandwidth-delay product. Using the smallest round trip matters: the PONG
 // travels behind the very data whose queue a big window creates, so the
 // measured round trip grows with the window, and a gRPC-style estimate
 // (bytes per measured round trip) inflates the window until the queue is
@@ -83,7 +84,16 @@ func (b *bdpEstimator) pong(now time.Time) {
 	if h := b.c.helloRTT; h > 0 && h < b.minRTT {
 		b.minRTT = h
 	}
-	rate := float64(sample) / rtt.Seconds()
-	bdp := int64(rate * b.minRTT.Seconds())
-	b.target = min(max(2*bdp, b.target), int64(b.c.cfg.MaxStreamWindow))
+	want := b.target
+	if 3*sample >= 2*b.target && 2*rtt < 3*b.minRTT {
+		// The window was used up within a round trip and no queue is
+		// building: the link can take more. Double, like slow start.
+		want = 2 * b.target
+	} else {
+		// At or past the link's capacity: bandwidth × the unloaded RTT,
+		// plus a quarter for jitter. More only builds a queue.
+		rate := float64(sample) / rtt.Seconds()
+		want = int64(1.25 * rate * b.minRTT.Seconds())
+	}
+	b.target = min(max(want, b.target), int64(b.c.cfg.MaxStreamWindow))
 }
