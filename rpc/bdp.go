@@ -11,18 +11,25 @@ import (
 // than one a millisecond on a fast local link.
 const bdpMinInterval = time.Millisecond
 
-// bdpEstimator sizes stream windows from the link itself. The receiver
-// sends a keepalive PING while stream data arrives and counts the bytes
-// received until the PONG: that gives the delivery rate. While the window
-// is used up within a round trip that shows no queueing, the target doubles
-// (slow start); after that it is 1.25 × rate × the smallest round trip seen,
-// as BBR estimates the bandwidth-delay product. Using the smallest round trip matters: the PONG
-// travels behind the very data whose queue a big window creates, so the
-// measured round trip grows with the window, and a gRPC-style estimate
-// (bytes per measured round trip) inflates the window until the queue is
-// megabytes and a call stuck behind it waits milliseconds. With the minimum,
-// a fast local link keeps windows near their floor (StreamWindow) while a
-// long fat link still reaches bandwidth × RTT.
+// rateSamples is how many probes the delivery-rate maximum is taken over.
+const rateSamples = 8
+
+// bdpEstimator sizes stream windows from the link itself, the way BBR sizes
+// a congestion window. The receiver sends a keepalive PING while stream data
+// arrives and counts the bytes received until the PONG: that gives the
+// delivery rate. While the window is used up within a round trip that shows
+// no queueing, the target doubles (slow start). Once the link is full (a
+// probe's round trip grows past 1.25 × the smallest, or the window is no
+// longer used up), the target follows 1.25 × the highest recent rate × the
+// smallest round trip, up or down.
+//
+// The smallest round trip matters: the PONG travels behind the very data
+// whose queue a big window creates, so the measured round trip grows with
+// the window, and an estimate from bytes per measured round trip (gRPC's)
+// inflates the window until the queue is megabytes and a call stuck behind
+// it waits milliseconds on a local link, or a whole extra queue's delay on a
+// long one. With the minimum, a fast local link keeps windows at their floor
+// (StreamWindow) while a long fat link gets bandwidth × RTT and little more.
 type bdpEstimator struct {
 	c  *Conn
 	mu sync.Mutex
@@ -30,16 +37,24 @@ type bdpEstimator struct {
 	sentAt    time.Time
 	bytesAt   int64
 	lastProbe time.Time
-	target    int64
-	minRTT    time.Duration
+
+	target  int64
+	prev    int64 // the target one probe ago: what the sender was using during this probe
+	floor   int64
+	minRTT  time.Duration
+	filled  bool // slow start is over
+	rates   [rateSamples]float64
+	rateIdx int
 }
 
 func (b *bdpEstimator) init(c *Conn) {
 	b.c = c
-	b.target = int64(c.cfg.StreamWindow)
+	b.floor = int64(c.cfg.StreamWindow)
+	b.target = b.floor
+	b.prev = b.floor
 }
 
-// window is the receive window streams grow toward.
+// window is the receive window streams move toward.
 func (b *bdpEstimator) window() int64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
@@ -51,7 +66,7 @@ func (b *bdpEstimator) window() int64 {
 func (b *bdpEstimator) dataReceived() {
 	now := time.Now()
 	b.mu.Lock()
-	if !b.sentAt.IsZero() || now.Sub(b.lastProbe) < bdpMinInterval || b.target >= int64(b.c.cfg.MaxStreamWindow) {
+	if !b.sentAt.IsZero() || now.Sub(b.lastProbe) < bdpMinInterval {
 		b.mu.Unlock()
 		return
 	}
@@ -84,16 +99,27 @@ func (b *bdpEstimator) pong(now time.Time) {
 	if h := b.c.helloRTT; h > 0 && h < b.minRTT {
 		b.minRTT = h
 	}
-	want := b.target
-	if 3*sample >= 2*b.target && 2*rtt < 3*b.minRTT {
-		// The window was used up within a round trip and no queue is
-		// building: the link can take more. Double, like slow start.
-		want = 2 * b.target
-	} else {
-		// At or past the link's capacity: bandwidth × the unloaded RTT,
-		// plus a quarter for jitter. More only builds a queue.
-		rate := float64(sample) / rtt.Seconds()
-		want = int64(1.25 * rate * b.minRTT.Seconds())
+	b.rates[b.rateIdx%rateSamples] = float64(sample) / rtt.Seconds()
+	b.rateIdx++
+	maxCap := int64(b.c.cfg.MaxStreamWindow)
+	// Credit granted at one probe reaches the sender a round trip later, so
+	// this probe's bytes were sent under the previous probe's target.
+	inUse := b.prev
+	b.prev = b.target
+	if !b.filled {
+		if 3*sample >= 2*inUse && 4*rtt < 5*b.minRTT {
+			b.target = min(max(2*inUse, b.target), maxCap)
+			return
+		}
+		if 4*rtt >= 5*b.minRTT || b.target == inUse {
+			b.filled = true // a queue is building, or the window stopped filling
+		} else {
+			return // the last doubling has not reached the sender yet
+		}
 	}
-	b.target = min(max(want, b.target), int64(b.c.cfg.MaxStreamWindow))
+	var rate float64
+	for _, r := range b.rates {
+		rate = max(rate, r)
+	}
+	b.target = min(max(int64(1.25*rate*b.minRTT.Seconds()), b.floor), maxCap)
 }

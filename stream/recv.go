@@ -257,7 +257,12 @@ func (s *Stream) grantLocked() int64 {
 		return 0
 	}
 	if s.cfg.Target != nil {
-		if want := min(s.cfg.Target(), s.cfg.MaxWindow); want > s.window && s.cfg.Budget.take(want-s.window) {
+		want := max(min(s.cfg.Target(), s.cfg.MaxWindow), s.cfg.RecvWindow)
+		switch {
+		case want > s.window && s.cfg.Budget.take(want-s.window):
+			s.window = want
+		case want < s.window:
+			s.cfg.Budget.give(s.window - want) // granting less is always safe
 			s.window = want
 		}
 	}
