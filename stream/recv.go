@@ -277,10 +277,10 @@ func (s *Stream) grantLocked() int64 {
 // grantStep is the least credit worth a message. Small steps keep the
 // sender's usable window close to the full window (it never drops below
 // window − step), so a window near bandwidth × RTT fills the link without a
-// standing queue; on a fast local link a step of 256 KiB keeps the credit
+// standing queue; on a fast local link a step of 512 KiB keeps the credit
 // messages few.
 func (s *Stream) grantStep() int64 {
-	return max(s.window/8, min(s.window/2, 256<<10))
+	return max(s.window/8, min(s.window/2, 512<<10))
 }
 
 // bufLimit is the most data in flight plus buffered that the stream allows.
