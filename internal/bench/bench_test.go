@@ -60,3 +60,20 @@ func TestWAN(t *testing.T) {
 		}
 	}
 }
+
+// TestCipher checks the cipher the TLS cases run (the README names it).
+func TestCipher(t *testing.T) {
+	e, err := newEnv(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, s, err := e.tlsPair(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	defer s.Close()
+	if got := cipherName(c); got != "TLS_AES_128_GCM_SHA256" {
+		t.Errorf("negotiated %s", got)
+	}
+}
