@@ -94,6 +94,13 @@ type Options struct {
 	// CompatStreamBuffer is how many bytes a stream buffers in compat mode
 	// before the read loop pauses. Default 4 MiB.
 	CompatStreamBuffer int
+	// NotSentLowat is the TCP_NOTSENT_LOWAT set on a TCP connection (also
+	// under TLS) when the connection starts, so that little data waits in
+	// the socket below the write scheduler and a small call overtakes bulk
+	// data. Default 32 KiB; negative leaves the socket as it is. It costs no
+	// throughput; it is a no-op on unix sockets and where the platform
+	// lacks it.
+	NotSentLowat int
 	// Logger receives debug and error logs; nil is silent.
 	Logger *slog.Logger
 }
@@ -122,6 +129,9 @@ func resolve(o *Options) config {
 	def(&c.ChunkSize, frame.AlignedStreamPayload)
 	def(&c.MaxMessage, frame.MaxMessage)
 	def(&c.CompatStreamBuffer, 4<<20)
+	if c.NotSentLowat == 0 {
+		c.NotSentLowat = 32 << 10
+	}
 	c.MaxStreamWindow = max(c.MaxStreamWindow, c.StreamWindow)
 	c.ChunkSize = min(c.ChunkSize, c.MaxMessage-frame.HeaderSize)
 	if c.KeepaliveInterval == 0 {
