@@ -119,4 +119,3 @@ func TestKeepaliveSurvivesACompatReaderPause(t *testing.T) {
 	require.Equal(t, digest(16<<20, 40), h.Sum(nil))
 	require.NoError(t, st.Close())
 }
-
