@@ -44,11 +44,11 @@ func (c *Conn) OpenStream(ctx context.Context, p Procedure, args []byte, opts *s
 func (r *Request) Stream(opts *stream.Options) (*stream.Stream, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.st != nil {
-		return nil, errors.New("virtrpc: the call already has a stream")
-	}
 	if r.replied {
 		return nil, errors.New("virtrpc: Stream after the reply was sent")
+	}
+	if r.st != nil {
+		return nil, errors.New("virtrpc: the call already has a stream")
 	}
 	st, err := r.conn.newStream(r.Header, opts, true)
 	if err != nil {
