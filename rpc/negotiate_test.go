@@ -92,9 +92,9 @@ func TestKeepalive(t *testing.T) {
 	})
 
 	t.Run("a live idle peer stays connected", func(t *testing.T) {
-		opts := &rpc.Options{Handlers: echoMux(), KeepaliveInterval: 20 * time.Millisecond, KeepaliveCount: 2}
+		opts := &rpc.Options{Handlers: echoMux(), KeepaliveInterval: 50 * time.Millisecond, KeepaliveCount: 3}
 		c, srv := pair(t, opts, opts)
-		time.Sleep(300 * time.Millisecond)
+		time.Sleep(600 * time.Millisecond)
 		require.NoError(t, c.Err())
 		require.NoError(t, srv.Err())
 		assert.Positive(t, c.Stats().PingsSent+srv.Stats().PingsSent)
@@ -104,13 +104,13 @@ func TestKeepalive(t *testing.T) {
 }
 
 func TestKeepaliveSurvivesACompatReaderPause(t *testing.T) {
-	ka := &rpc.Options{Negotiation: rpc.CompatOnly, KeepaliveInterval: 20 * time.Millisecond, KeepaliveCount: 1, CompatStreamBuffer: 1 << 20}
-	c, _ := pair(t, ka, &rpc.Options{Handlers: streamMux(t), KeepaliveInterval: 20 * time.Millisecond, KeepaliveCount: 1})
+	ka := &rpc.Options{Negotiation: rpc.CompatOnly, KeepaliveInterval: 50 * time.Millisecond, KeepaliveCount: 2, CompatStreamBuffer: 1 << 20}
+	c, _ := pair(t, ka, &rpc.Options{Handlers: streamMux(t), KeepaliveInterval: 50 * time.Millisecond, KeepaliveCount: 3})
 	st, _, err := c.OpenStream(context.Background(), sendProc, sendArgs(16<<20, 40), nil)
 	require.NoError(t, err)
 	// The reader pauses for many keepalive periods; the compat read loop
 	// stalls behind it, and neither side declares the other dead.
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(600 * time.Millisecond)
 	require.NoError(t, c.Err())
 	h := sha256.New()
 	n, err := io.Copy(h, st)
