@@ -9,7 +9,16 @@
 // exactly when the connection runs in compat mode.
 //
 // One goroutine may read and one may write a Stream at the same time; Close
-// and CloseWithError may be called from any goroutine.
+// and CloseWithError may be called from any goroutine. Read and Write take
+// no context: to bound a transfer, abort it from a timer or a context, for
+// example context.AfterFunc(ctx, func() { st.CloseWithError(ctx.Err()) }).
+//
+// A stream carries data one way at a time, as libvirt's storage and
+// migration streams do.
+//
+// Role, Link, Config, New, Frame, PopFrame, HandleFrame, AddCredit and Budget
+// are the interface between a stream and its connection (package rpc); users
+// of the library do not need them.
 package stream
 
 import (
