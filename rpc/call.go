@@ -22,23 +22,22 @@ type reply struct {
 	payload []byte
 }
 
+// pendingCall is a call waiting for its reply. It stays registered after
+// its caller gave up (ctx ended), so that the late reply is recognised and
+// dropped rather than taken for a protocol violation.
 type pendingCall struct {
-	proc      Procedure
-	ch        chan reply // nil once the caller gave up: a late reply is dropped
-	errCh     chan error
-	cancelled bool
+	proc Procedure
+	done chan callResult // buffered: finish never blocks, even after the caller left
 }
 
-func (p *pendingCall) finish(r *reply, err error) {
-	if p.ch == nil {
-		return
-	}
-	if err != nil {
-		p.errCh <- err
-		return
-	}
-	p.ch <- *r
+type callResult struct {
+	reply reply
+	err   error
 }
+
+// finish delivers the outcome; it runs once per call, as whoever removes
+// the call from the pending map (the reply or the connection's close).
+func (p *pendingCall) finish(r reply, err error) { p.done <- callResult{r, err} }
 
 // Call sends a CALL with the XDR-encoded args and returns the reply's
 // payload. A failure reported by the peer is a *Error (errors.As). If ctx
@@ -101,7 +100,7 @@ func (c *Conn) call(ctx context.Context, p Procedure, args []byte, before func(s
 	if len(args)+frame.HeaderSize > c.cfg.MaxMessage {
 		return nil, fmt.Errorf("virtrpc: arguments of %s: %w: %d bytes", p, frame.ErrFrameTooLarge, len(args))
 	}
-	pc := &pendingCall{proc: p, ch: make(chan reply, 1), errCh: make(chan error, 1)}
+	pc := &pendingCall{proc: p, done: make(chan callResult, 1)}
 	c.mu.Lock()
 	if c.Err() != nil {
 		c.mu.Unlock()
@@ -130,25 +129,19 @@ func (c *Conn) call(ctx context.Context, p Procedure, args []byte, before func(s
 		return nil, err
 	}
 	select {
-	case r := <-pc.ch:
-		if r.h.Status == frame.StatusError {
+	case res := <-pc.done:
+		err := res.err
+		if err == nil && res.reply.h.Status == frame.StatusError {
+			err = decodeRemoteError(res.reply.payload)
+		}
+		if err != nil {
 			if undo != nil {
 				undo()
 			}
-			return nil, decodeRemoteError(r.payload)
+			return nil, err
 		}
-		return &r, nil
-	case err := <-pc.errCh:
-		if undo != nil {
-			undo()
-		}
-		return nil, err
+		return &res.reply, nil
 	case <-ctx.Done():
-		c.mu.Lock()
-		if cur, ok := c.pending[serial]; ok && cur == pc {
-			pc.cancelled = true // keep the serial: its late reply is expected
-		}
-		c.mu.Unlock()
 		if undo != nil {
 			undo()
 		}
@@ -192,13 +185,7 @@ func (c *Conn) handleReply(h frame.Header, fr *frame.Reader) error {
 	if err != nil {
 		return err
 	}
-	c.mu.Lock()
-	cancelled := pc.cancelled
-	c.mu.Unlock()
-	if cancelled {
-		return nil
-	}
-	pc.finish(&reply{h: h, payload: payload}, nil)
+	pc.finish(reply{h: h, payload: payload}, nil)
 	return nil
 }
 

@@ -93,7 +93,6 @@ func newConn(nc net.Conn, opts *Options, isServer bool) *Conn {
 	c.bdp.init(c)
 	c.msgs = newMessageQueue(c)
 	c.lastRecv.Store(time.Now().UnixNano())
-	c.rttNanos.Store(int64(time.Millisecond))
 	if isServer {
 		c.nextSerial = frame.ServerSerialBit
 	}
@@ -184,7 +183,7 @@ func (c *Conn) closeWith(cause error) error {
 		c.streams = map[uint32]*stream.Stream{}
 		c.mu.Unlock()
 		for _, p := range pend {
-			p.finish(nil, c.err)
+			p.finish(reply{}, c.err)
 		}
 		for _, s := range sts {
 			s.Fail(c.err)
@@ -272,17 +271,18 @@ func sameCall(a, b frame.Header) bool {
 	return a.Prog == b.Prog && a.Vers == b.Vers && a.Proc == b.Proc && a.Serial == b.Serial
 }
 
-// RTT is the connection's round-trip estimate (from HELLO and keepalive).
+// RTT is the connection's smoothed round-trip estimate, from HELLO and
+// keepalive pings; zero until one was measured.
 func (c *Conn) RTT() time.Duration { return time.Duration(c.rttNanos.Load()) }
 
+// noteRTT folds a sample in. The read loop (pongs) and Client's HELLO call
+// it; the rare lost update between the two only drops one sample.
 func (c *Conn) noteRTT(d time.Duration) {
 	if d <= 0 {
 		return
 	}
-	old := c.rttNanos.Load()
-	if old == int64(time.Millisecond) && c.peer.Load() == nil {
-		c.rttNanos.Store(int64(d))
-		return
+	if old := c.rttNanos.Load(); old != 0 {
+		d = (7*time.Duration(old) + d) / 8
 	}
-	c.rttNanos.Store((7*old + int64(d)) / 8)
+	c.rttNanos.Store(int64(d))
 }

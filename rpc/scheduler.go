@@ -27,6 +27,7 @@ type scheduler struct {
 	mu        sync.Mutex
 	space     sync.Cond // callBytes dropped below the bound, or closing
 	ctrl      []byte    // encoded control messages, back to back
+	ctrlN     int       // how many messages ctrl holds
 	calls     [][]byte
 	callBytes int
 	ready     []*stream.Stream
@@ -64,6 +65,7 @@ func (s *scheduler) sendControl(msg []byte, direct bool) {
 		return
 	}
 	s.ctrl = append(s.ctrl, msg...) // copied: callers pass stack buffers
+	s.ctrlN++
 	s.flushOrKick(direct)
 }
 
@@ -80,15 +82,26 @@ func (s *scheduler) flushOrKick(direct bool) {
 	batch, frames := s.collectLocked(s.batch[:0])
 	s.mu.Unlock()
 	ok := s.write(batch, frames)
+	s.release(batch, nil, ok)
+}
+
+// release gives the write token back, with the batch buffer for reuse, and
+// puts requeue (a stream with more frames) back in the round-robin. It wakes
+// the writer goroutine if work is left, or if the connection is closing and
+// the writer waits for the token to go.
+func (s *scheduler) release(batch []byte, requeue *stream.Stream, ok bool) {
 	s.mu.Lock()
 	s.batch = batch[:0]
 	if cap(batch) > 4*maxBatch {
-		s.batch = nil
+		s.batch = nil // do not keep a burst's buffer
 	}
 	s.writing = false
-	more := len(s.ctrl) > 0 || len(s.calls) > 0 || len(s.ready) > 0
+	if requeue != nil && !s.closing {
+		s.ready = append(s.ready, requeue)
+	}
+	wake := len(s.ctrl) > 0 || len(s.calls) > 0 || len(s.ready) > 0 || s.closing
 	s.mu.Unlock()
-	if ok && more {
+	if ok && wake {
 		s.kick()
 	}
 }
@@ -136,23 +149,15 @@ func (s *scheduler) schedule(st *stream.Stream) {
 	s.mu.Unlock()
 
 	ok := frames == 0 || s.write(batch, frames)
-	var more bool
+	var requeue *stream.Stream
 	if ok {
-		var f stream.Frame
-		f, more = st.PopFrame()
+		f, more := st.PopFrame()
 		ok = s.writeData(f)
+		if more {
+			requeue = st
+		}
 	}
-	s.mu.Lock()
-	s.batch = batch[:0]
-	s.writing = false
-	if more && !s.closing {
-		s.ready = append(s.ready, st)
-	}
-	pending := len(s.ctrl) > 0 || len(s.calls) > 0 || len(s.ready) > 0
-	s.mu.Unlock()
-	if ok && pending {
-		s.kick()
-	}
+	s.release(batch, requeue, ok)
 }
 
 // writeData writes a popped stream frame and recycles its buffer.
@@ -193,10 +198,15 @@ func (s *scheduler) run() {
 				s.mu.Unlock()
 				return
 			}
+			writing := s.writing
 			s.mu.Unlock()
-			select {
-			case <-s.wake:
-			case <-c.done:
+			if writing {
+				<-s.wake // the token holder kicks when it lets go
+			} else {
+				select {
+				case <-s.wake:
+				case <-c.done:
+				}
 			}
 			s.mu.Lock()
 		}
@@ -215,27 +225,18 @@ func (s *scheduler) run() {
 		}
 		s.mu.Unlock()
 
+		var requeue *stream.Stream
 		ok := true
 		if st == nil {
 			ok = s.write(batch, frames)
 		} else {
 			f, more := st.PopFrame()
-			if more {
-				s.mu.Lock()
-				if !s.closing {
-					s.ready = append(s.ready, st)
-				}
-				s.mu.Unlock()
-			}
 			ok = s.writeData(f)
+			if more {
+				requeue = st
+			}
 		}
-		s.mu.Lock()
-		s.writing = false
-		s.batch = batch[:0]
-		if cap(batch) > 4*maxBatch {
-			s.batch = nil
-		}
-		s.mu.Unlock()
+		s.release(batch, requeue, ok)
 		if !ok {
 			return
 		}
@@ -245,12 +246,9 @@ func (s *scheduler) run() {
 // collectLocked appends every queued control message and as many calls as
 // fit a batch to b.
 func (s *scheduler) collectLocked(b []byte) ([]byte, int) {
-	frames := 0
-	if len(s.ctrl) > 0 {
-		b = append(b, s.ctrl...)
-		frames++ // counted as one write's worth; stats count messages loosely here
-		s.ctrl = s.ctrl[:0]
-	}
+	b = append(b, s.ctrl...)
+	frames := s.ctrlN
+	s.ctrl, s.ctrlN = s.ctrl[:0], 0
 	for len(s.calls) > 0 && (len(b) == 0 || len(b)+len(s.calls[0]) <= maxBatch) {
 		m := s.calls[0]
 		s.calls[0] = nil

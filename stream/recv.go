@@ -295,6 +295,21 @@ func (s *Stream) localErr() error {
 	return nil
 }
 
+// current returns the reader's chunk, taking the next one (and recycling
+// the spent one's buffer) when it is used up.
+func (s *Stream) current() (*chunk, error) {
+	if s.cur.empty() {
+		putBuf(s.cur.buf)
+		s.cur = chunk{}
+		c, err := s.next()
+		if err != nil {
+			return nil, err
+		}
+		s.cur = c
+	}
+	return &s.cur, nil
+}
+
 // Read reads stream data; holes read as zeros. It returns io.EOF after the
 // sender finished, or the peer's error if it aborted.
 func (s *Stream) Read(p []byte) (int, error) {
@@ -304,16 +319,10 @@ func (s *Stream) Read(p []byte) (int, error) {
 	if err := s.localErr(); err != nil {
 		return 0, err
 	}
-	if s.cur.empty() {
-		putBuf(s.cur.buf)
-		s.cur = chunk{}
-		c, err := s.next()
-		if err != nil {
-			return 0, err
-		}
-		s.cur = c
+	c, err := s.current()
+	if err != nil {
+		return 0, err
 	}
-	c := &s.cur
 	if c.buf == nil {
 		n := int(min(int64(len(p)), c.hole))
 		clear(p[:n])
@@ -336,25 +345,19 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 	var total int64
 	pendingHole := int64(0)
 	for {
-		if s.cur.empty() {
-			putBuf(s.cur.buf)
-			s.cur = chunk{}
-			c, err := s.next()
-			if err == io.EOF {
-				if pendingHole > 0 {
-					if err := finishHole(w, seeker, pendingHole); err != nil {
-						_ = s.CloseWithError(err)
-						return total, err
-					}
+		c, err := s.current()
+		if err == io.EOF {
+			if pendingHole > 0 {
+				if err := finishHole(w, seeker, pendingHole); err != nil {
+					_ = s.CloseWithError(err)
+					return total, err
 				}
-				return total, nil
 			}
-			if err != nil {
-				return total, err
-			}
-			s.cur = c
+			return total, nil
 		}
-		c := &s.cur
+		if err != nil {
+			return total, err
+		}
 		if c.buf == nil {
 			if seeker != nil {
 				if _, err := seeker.Seek(c.hole, io.SeekCurrent); err != nil {

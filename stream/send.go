@@ -19,9 +19,8 @@ const maxQueued = 2
 const minSendCredit = 16 << 10
 
 type outFrame struct {
-	buf  *[]byte // pooled, or nil
-	msg  []byte  // the whole message: length word, header, payload
-	data int     // data bytes in it
+	buf *[]byte // pooled, or nil
+	msg []byte  // the whole message: length word, header, payload
 }
 
 // PopFrame hands the write scheduler the stream's next message. more says
@@ -124,7 +123,7 @@ func (s *Stream) push(of outFrame, typ frame.Type, status frame.Status) {
 
 func (s *Stream) pushData(buf *[]byte, n int) {
 	s.sentBytes.Add(int64(n))
-	s.push(outFrame{buf: buf, msg: (*buf)[:frame.Overhead+n], data: n}, frame.TypeStream, frame.StatusContinue)
+	s.push(outFrame{buf: buf, msg: (*buf)[:frame.Overhead+n]}, frame.TypeStream, frame.StatusContinue)
 }
 
 // pushEmpty queues a header-only frame behind the stream's data.
@@ -242,8 +241,8 @@ func (s *Stream) Close() error { return s.Finish(context.Background()) }
 // ends first, the stream is aborted and ctx's error returned.
 func (s *Stream) Finish(ctx context.Context) error {
 	s.mu.Lock()
-	if s.lerr != nil {
-		err := s.closedResultLocked()
+	if s.lerr != nil { // closed already: the same outcome again
+		err := s.rerr
 		s.mu.Unlock()
 		return err
 	}
@@ -320,13 +319,6 @@ func (s *Stream) setClosed() {
 	s.sendCond.Broadcast()
 	s.recvCond.Broadcast()
 	s.mu.Unlock()
-}
-
-func (s *Stream) closedResultLocked() error {
-	if s.rerr != nil && !errors.Is(s.lerr, s.rerr) {
-		return s.rerr
-	}
-	return nil
 }
 
 // CloseWithError aborts the stream: queued data is dropped and the peer is
