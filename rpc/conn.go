@@ -65,7 +65,7 @@ func Client(ctx context.Context, nc net.Conn, opts *Options) (*Conn, error) {
 		return c, nil
 	}
 	if err := c.hello(ctx); err != nil {
-		_ = c.closeWith(err)
+		c.closeWith(err)
 		return nil, err
 	}
 	return c, nil
@@ -148,7 +148,7 @@ func (c *Conn) Err() error {
 // *ClosedError and handlers' contexts are cancelled. Close waits for the
 // connection's goroutines and running handlers to end.
 func (c *Conn) Close() error {
-	_ = c.closeWith(errLocalClose)
+	c.closeWith(errLocalClose)
 	c.wait()
 	return nil
 }
@@ -161,10 +161,8 @@ func (c *Conn) wait() {
 
 // closeWith shuts the connection down once, recording cause; it does not
 // wait for goroutines (it may run on one of them).
-func (c *Conn) closeWith(cause error) error {
-	first := false
+func (c *Conn) closeWith(cause error) {
 	c.closeOnce.Do(func() {
-		first = true
 		c.err = &ClosedError{Cause: cause}
 		if cause != errLocalClose {
 			c.cfg.log.Debug("virtrpc: connection closing", "cause", cause)
@@ -190,10 +188,6 @@ func (c *Conn) closeWith(cause error) error {
 		}
 		c.msgs.close()
 	})
-	if !first {
-		return c.err
-	}
-	return nil
 }
 
 // readLoop reads every message and routes it; it never waits for user code
@@ -220,7 +214,7 @@ func (c *Conn) readLoop(fr *frame.Reader) {
 				err = &frame.ProtocolError{Header: &hh, Err: err}
 			}
 			c.cfg.log.Error("virtrpc: closing connection", "err", err)
-			_ = c.closeWith(err)
+			c.closeWith(err)
 			return
 		}
 	}
@@ -235,7 +229,7 @@ func (c *Conn) readFailed(err error) {
 	if errors.Is(err, io.EOF) {
 		err = ErrPeerClosed
 	}
-	_ = c.closeWith(err)
+	c.closeWith(err)
 }
 
 // route handles one message whose payload is still unread in fr.

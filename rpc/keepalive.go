@@ -42,7 +42,7 @@ func (c *Conn) keepalive() {
 			// behind) the silence is ours, not the peer's; we still ping so
 			// the peer knows we live.
 			if idle >= deadAfter && !c.routing.Load() {
-				_ = c.closeWith(ErrKeepaliveTimeout)
+				c.closeWith(ErrKeepaliveTimeout)
 				return
 			}
 			if idle >= interval && now.Sub(lastPing) >= interval {

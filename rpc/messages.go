@@ -33,7 +33,7 @@ func (m *messageQueue) push(msg *Message) {
 	m.mu.Lock()
 	if m.bytes+len(msg.Payload) > maxQueuedMessageBytes {
 		m.mu.Unlock()
-		_ = m.c.closeWith(errSlowMessages)
+		m.c.closeWith(errSlowMessages)
 		return
 	}
 	m.q = append(m.q, msg)

@@ -72,8 +72,9 @@ type Options struct {
 	KeepaliveInterval time.Duration
 	// KeepaliveCount: default 5.
 	KeepaliveCount int
-	// StreamWindow is the initial receive window of each stream in native
-	// mode. Default 1 MiB.
+	// StreamWindow is each stream's initial and smallest receive window in
+	// native mode: bytes in flight toward it. Windows grow from it toward
+	// bandwidth × RTT as the connection measures the link. Default 1 MiB.
 	StreamWindow int
 	// StreamBuffer bounds what a stream holds for a slow reader: data in
 	// flight plus received and not yet read, at least four windows.

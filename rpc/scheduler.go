@@ -269,7 +269,7 @@ func (s *scheduler) collectLocked(b []byte) ([]byte, int) {
 func (s *scheduler) write(b []byte, frames int) bool {
 	c := s.c
 	if _, err := c.nc.Write(b); err != nil {
-		_ = c.closeWith(err)
+		c.closeWith(err)
 		return false
 	}
 	c.stats.framesOut.Add(int64(frames))
