@@ -44,6 +44,9 @@ func (c *Conn) hello(ctx context.Context) error {
 	c.helloRTT = time.Since(start)
 	c.noteRTT(c.helloRTT)
 	peer, err := frame.DecodeHello(r.payload)
+	if err == nil {
+		err = usable(peer)
+	}
 	if err != nil {
 		return err
 	}
@@ -54,6 +57,22 @@ func (c *Conn) hello(ctx context.Context) error {
 		return nil
 	}
 	c.goNative(peer)
+	return nil
+}
+
+// Smallest limits a peer may announce: below them a stream could not start
+// (a sender waits for at least 16 KiB of credit) or would crawl.
+const (
+	minPeerStreamPayload = 4 << 10
+	minPeerWindow        = 64 << 10
+)
+
+// usable rejects a HELLO whose limits would stall streams.
+func usable(h *frame.Hello) error {
+	if h.MaxStreamPayload < minPeerStreamPayload || h.InitialWindow < minPeerWindow {
+		return fmt.Errorf("virtrpc: bad HELLO payload: stream payload limit %d (minimum %d) or initial window %d (minimum %d) too small",
+			h.MaxStreamPayload, minPeerStreamPayload, h.InitialWindow, minPeerWindow)
+	}
 	return nil
 }
 
@@ -89,6 +108,9 @@ func (c *Conn) serveControl(h frame.Header, payload []byte, first bool) error {
 		return nil
 	}
 	peer, err := frame.DecodeHello(payload)
+	if err == nil {
+		err = usable(peer)
+	}
 	if err != nil {
 		c.replyError(h, rpcError(frame.CodeRPC, "%s", err.Error()), false)
 		return nil

@@ -11,6 +11,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/virtrpc/virtrpc/frame"
 	"github.com/virtrpc/virtrpc/rpc"
 )
 
@@ -118,4 +119,15 @@ func TestKeepaliveSurvivesACompatReaderPause(t *testing.T) {
 	require.EqualValues(t, 16<<20, n)
 	require.Equal(t, digest(16<<20, 40), h.Sum(nil))
 	require.NoError(t, st.Close())
+}
+
+func TestHelloWithUnusableLimitsIsRefused(t *testing.T) {
+	srv, raw := rawServer(t, &rpc.Options{Handlers: echoMux()})
+	p := newRawPeer(t, raw)
+	_, err := raw.Write(helloFrame(0)) // a zero initial window would stall every stream
+	require.NoError(t, err)
+	e, derr := frame.DecodeError(p.expect(frame.TypeReply, frame.StatusError, 0))
+	require.NoError(t, derr)
+	assert.Contains(t, e.Text(), "initial window 0 (minimum 65536) too small")
+	assert.Equal(t, rpc.ModeCompat, srv.Mode())
 }

@@ -74,7 +74,8 @@ type Options struct {
 	KeepaliveCount int
 	// StreamWindow is each stream's initial and smallest receive window in
 	// native mode: bytes in flight toward it. Windows grow from it toward
-	// bandwidth × RTT as the connection measures the link. Default 1 MiB.
+	// bandwidth × RTT as the connection measures the link. Default 1 MiB;
+	// at least 64 KiB.
 	StreamWindow int
 	// StreamBuffer bounds what a stream holds for a slow reader: data in
 	// flight plus received and not yet read, at least four windows.
@@ -133,6 +134,7 @@ func resolve(o *Options) config {
 	if c.NotSentLowat == 0 {
 		c.NotSentLowat = 32 << 10
 	}
+	c.StreamWindow = max(c.StreamWindow, minPeerWindow) // what a peer's HELLO must announce
 	c.MaxStreamWindow = max(c.MaxStreamWindow, c.StreamWindow)
 	c.ChunkSize = min(c.ChunkSize, c.MaxMessage-frame.HeaderSize)
 	if c.KeepaliveInterval == 0 {
