@@ -200,10 +200,9 @@ func (c *Conn) readLoop(fr *frame.Reader) {
 			c.readFailed(err)
 			return
 		}
-		c.lastRecv.Store(time.Now().UnixNano())
 		c.stats.framesIn.Add(1)
 		c.stats.bytesIn.Add(int64(frame.Overhead + n))
-		c.routing.Store(true)
+		c.routing.Store(true) // keepalive does not count time spent here as the peer's silence
 		err = c.route(h, fr)
 		c.routing.Store(false)
 		c.lastRecv.Store(time.Now().UnixNano())
