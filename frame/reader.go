@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 )
 
 // ErrFrameTooLarge and ErrFrameTooSmall report a length word outside the
@@ -148,14 +149,28 @@ func (fr *Reader) ReadFull(p []byte) error {
 	return err
 }
 
+// payloadStep is the most Payload allocates ahead of the bytes that arrived.
+const payloadStep = 64 << 10
+
 // Payload reads the rest of the current payload into a new slice.
+//
+// A large payload's slice grows as its bytes arrive (doubling from 64 KiB),
+// so a peer that announces 32 MiB and sends nothing gets 64 KiB of memory,
+// not 32 MiB.
 func (fr *Reader) Payload() ([]byte, error) {
 	if fr.lastErr != nil {
 		return nil, fr.lastErr
 	}
-	p := make([]byte, fr.remain)
-	if err := fr.ReadFull(p); err != nil {
-		return nil, err
+	p := make([]byte, 0, min(fr.remain, payloadStep))
+	for fr.remain > 0 {
+		if len(p) == cap(p) {
+			p = slices.Grow(p, min(fr.remain, len(p)))
+		}
+		n := min(fr.remain, cap(p)-len(p))
+		if err := fr.ReadFull(p[len(p) : len(p)+n]); err != nil {
+			return nil, err
+		}
+		p = p[:len(p)+n]
 	}
 	return p, nil
 }

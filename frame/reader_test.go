@@ -103,6 +103,39 @@ func TestReaderHugeLengthAllocatesNothing(t *testing.T) {
 	assert.Less(t, perRun, uint64(1024), "bytes allocated per rejected length")
 }
 
+// TestReaderPayloadGrowsWithTheBytesThatArrive: a peer that announces the
+// largest message and sends a few bytes of it costs the reader kilobytes, not
+// the 32 MiB it announced; a payload that does arrive comes back whole.
+func TestReaderPayloadGrowsWithTheBytesThatArrive(t *testing.T) {
+	in := make([]byte, frame.Overhead)
+	frame.PutHeader(in, testHdr, frame.MaxMessage-frame.HeaderSize)
+	in = append(in, "only these bytes arrive"...)
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	fr := frame.NewReader(bytes.NewReader(in), nil)
+	_, n, err := fr.Next()
+	require.NoError(t, err)
+	require.Equal(t, frame.MaxMessage-frame.HeaderSize, n)
+	_, err = fr.Payload()
+	runtime.ReadMemStats(&after)
+	assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
+	assert.Less(t, after.TotalAlloc-before.TotalAlloc, uint64(1<<20), "bytes allocated for a truncated 32 MiB payload")
+
+	for _, size := range []int{0, 1, 64<<10 - 1, 64 << 10, 64<<10 + 1, 5<<20 + 3} {
+		want := make([]byte, size)
+		for i := range want {
+			want[i] = byte(i * 7)
+		}
+		fr := frame.NewReader(iotest.HalfReader(bytes.NewReader(frame.Append(nil, testHdr, want))), nil)
+		_, _, err := fr.Next()
+		require.NoError(t, err)
+		got, err := fr.Payload()
+		require.NoError(t, err)
+		require.Equal(t, size, len(got), "payload length")
+		require.True(t, bytes.Equal(want, got), "payload of %d bytes intact", size)
+	}
+}
+
 // TestReaderNextAllocatesNothing: reading headers and discarding payloads
 // must not allocate, whatever the payload size.
 func TestReaderNextAllocatesNothing(t *testing.T) {
