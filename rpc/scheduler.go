@@ -166,10 +166,10 @@ func (s *scheduler) writeData(f stream.Frame) bool {
 	if len(msg) == 0 {
 		return true
 	}
-	ok := s.write(msg, 1)
 	if len(msg) > frame.Overhead {
 		s.c.stats.streamBytesOut.Add(int64(len(msg) - frame.Overhead))
 	}
+	ok := s.write(msg, 1)
 	f.Done()
 	return ok
 }
@@ -266,13 +266,17 @@ func (s *scheduler) collectLocked(b []byte) ([]byte, int) {
 	return b, frames
 }
 
+// write writes whole messages. They are counted before the Write, so that a
+// caller who got the reply to its call sees the call in Stats (the writer can
+// be descheduled between the Write and the count while the reply arrives);
+// after a failed Write the connection is closed, with the batch counted.
 func (s *scheduler) write(b []byte, frames int) bool {
 	c := s.c
+	c.stats.framesOut.Add(int64(frames))
+	c.stats.bytesOut.Add(int64(len(b)))
 	if _, err := c.nc.Write(b); err != nil {
 		c.closeWith(err)
 		return false
 	}
-	c.stats.framesOut.Add(int64(frames))
-	c.stats.bytesOut.Add(int64(len(b)))
 	return true
 }

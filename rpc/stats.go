@@ -11,7 +11,9 @@ type statCounters struct {
 	pingSent                      atomic.Int64 // unix nanos of an unanswered ping
 }
 
-// Stats are a connection's counters since it started.
+// Stats are a connection's counters since it started. A message counts as
+// sent when it is handed to the connection's Write, and as received when its
+// header has been read.
 type Stats struct {
 	BytesSent, BytesReceived             int64 // whole messages, headers included
 	FramesSent, FramesReceived           int64
