@@ -81,15 +81,16 @@ func (s *scheduler) flushOrKick(direct bool) {
 	s.writing = true
 	batch, frames := s.collectLocked(s.batch[:0])
 	s.mu.Unlock()
-	ok := s.write(batch, frames)
-	s.release(batch, nil, ok)
+	s.write(batch, frames) // a failure closes the connection
+	s.release(batch, nil)
 }
 
 // release gives the write token back, with the batch buffer for reuse, and
 // puts requeue (a stream with more frames) back in the round-robin. It wakes
-// the writer goroutine if work is left, or if the connection is closing and
-// the writer waits for the token to go.
-func (s *scheduler) release(batch []byte, requeue *stream.Stream, ok bool) {
+// the writer goroutine if work is left, or if the connection is closing: the
+// writer may be waiting for the token to go, and it must then end (after a
+// failed write the connection is always closing).
+func (s *scheduler) release(batch []byte, requeue *stream.Stream) {
 	s.mu.Lock()
 	s.batch = batch[:0]
 	if cap(batch) > 4*maxBatch {
@@ -101,7 +102,7 @@ func (s *scheduler) release(batch []byte, requeue *stream.Stream, ok bool) {
 	}
 	wake := len(s.ctrl) > 0 || len(s.calls) > 0 || len(s.ready) > 0 || s.closing
 	s.mu.Unlock()
-	if ok && wake {
+	if wake {
 		s.kick()
 	}
 }
@@ -157,7 +158,7 @@ func (s *scheduler) schedule(st *stream.Stream) {
 			requeue = st
 		}
 	}
-	s.release(batch, requeue, ok)
+	s.release(batch, requeue)
 }
 
 // writeData writes a popped stream frame and recycles its buffer.
@@ -236,7 +237,7 @@ func (s *scheduler) run() {
 				requeue = st
 			}
 		}
-		s.release(batch, requeue, ok)
+		s.release(batch, requeue)
 		if !ok {
 			return
 		}
