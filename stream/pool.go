@@ -15,8 +15,14 @@ var pools [len(classes)]sync.Pool
 
 // getBuf returns a buffer holding at least n payload bytes after the
 // headroom; put it back with putBuf.
-func getBuf(n int) *[]byte {
-	need := n + frame.Overhead
+func getBuf(n int) *[]byte { return getSized(n + frame.Overhead) }
+
+// getRecvBuf returns a buffer of at least n bytes, for received data, which
+// needs no headroom (libvirt's 262120-byte frames then fit the 256 KiB
+// class); put it back with putBuf.
+func getRecvBuf(n int) *[]byte { return getSized(n) }
+
+func getSized(need int) *[]byte {
 	for i, c := range classes {
 		if need <= c {
 			if b, ok := pools[i].Get().(*[]byte); ok {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 
 	"github.com/virtrpc/virtrpc/frame"
 )
@@ -84,7 +85,7 @@ func (s *Stream) recvData(fr *frame.Reader, n int) error {
 	s.received += int64(n)
 	s.mu.Unlock()
 
-	buf := getBuf(n)
+	buf := getRecvBuf(n)
 	if err := fr.ReadFull((*buf)[:n]); err != nil {
 		putBuf(buf)
 		return err
@@ -99,7 +100,15 @@ func (s *Stream) recvData(fr *frame.Reader, n int) error {
 		putBuf(buf)
 		return nil
 	}
-	s.inq = append(s.inq, chunk{buf: buf, n: n})
+	if t := s.tailWithRoom(n); t != nil {
+		// A small frame joins the last queued chunk, so a peer sending
+		// tiny frames cannot make each byte of credit pin a whole buffer.
+		copy((*t.buf)[t.n:], (*buf)[:n])
+		t.n += n
+		putBuf(buf)
+	} else {
+		s.inq = append(s.inq, chunk{buf: buf, n: n})
+	}
 	s.inBytes += n
 	s.maxIn = max(s.maxIn, s.inBytes)
 	s.gotData = true
@@ -119,6 +128,26 @@ func (s *Stream) recvData(fr *frame.Reader, n int) error {
 	return nil
 }
 
+// coalesceMax is the largest data frame that is copied into the last queued
+// chunk when it has room. A larger frame keeps its own buffer, of a size
+// class at most 4 times its payload, so memory held stays within a few
+// times the bytes buffered whatever frame sizes the peer picks.
+const coalesceMax = 4 << 10
+
+// tailWithRoom returns the last queued chunk if n is small, and the chunk
+// holds data and has room for n more bytes. The reader takes chunks off the
+// front only, under s.mu, so the tail is not being read.
+func (s *Stream) tailWithRoom(n int) *chunk {
+	k := len(s.inq)
+	if n > coalesceMax || k == 0 || s.inq[k-1].buf == nil {
+		return nil
+	}
+	if t := &s.inq[k-1]; len(*t.buf)-t.n >= n {
+		return t
+	}
+	return nil
+}
+
 func (s *Stream) recvHole(length int64) {
 	if length == 0 {
 		return
@@ -129,7 +158,7 @@ func (s *Stream) recvHole(length int64) {
 		return
 	}
 	// Merge with a trailing hole so a flood of holes cannot grow the queue.
-	if k := len(s.inq); k > 0 && s.inq[k-1].buf == nil {
+	if k := len(s.inq); k > 0 && s.inq[k-1].buf == nil && s.inq[k-1].hole <= math.MaxInt64-length {
 		s.inq[k-1].hole += length
 	} else {
 		s.inq = append(s.inq, chunk{hole: length})

@@ -100,15 +100,26 @@ func (s *Stream) sendErrLocked() error {
 }
 
 // push queues a message whose payload is in place; it encodes the header.
-func (s *Stream) push(of outFrame, typ frame.Type, status frame.Status) {
+// Once the stream is finished or aborted it refuses everything but the
+// finish itself (fin): data that raced a Close from another goroutine would
+// otherwise follow the finish, which the receiver takes for a protocol
+// violation of the whole connection.
+func (s *Stream) push(of outFrame, typ frame.Type, status frame.Status, fin bool) error {
 	h := s.cfg.Header
 	h.Type, h.Status = typ, status
 	frame.PutHeader(of.msg, h, len(of.msg)-frame.Overhead)
 	s.mu.Lock()
-	if s.released || s.rerr != nil {
+	err := s.sendErrLocked()
+	if fin && s.lerr == nil && s.rerr == nil {
+		err = nil // finSent is the finish's own mark
+	}
+	if err == nil && s.released {
+		err = ErrClosed
+	}
+	if err != nil {
 		s.mu.Unlock()
 		putBuf(of.buf)
-		return
+		return err
 	}
 	s.outq = append(s.outq, of)
 	sched := !s.scheduled && !s.held
@@ -119,16 +130,20 @@ func (s *Stream) push(of outFrame, typ frame.Type, status frame.Status) {
 	if sched {
 		s.link.Schedule(s)
 	}
+	return nil
 }
 
-func (s *Stream) pushData(buf *[]byte, n int) {
+func (s *Stream) pushData(buf *[]byte, n int) error {
+	if err := s.push(outFrame{buf: buf, msg: (*buf)[:frame.Overhead+n]}, frame.TypeStream, frame.StatusContinue, false); err != nil {
+		return err
+	}
 	s.sentBytes.Add(int64(n))
-	s.push(outFrame{buf: buf, msg: (*buf)[:frame.Overhead+n]}, frame.TypeStream, frame.StatusContinue)
+	return nil
 }
 
-// pushEmpty queues a header-only frame behind the stream's data.
-func (s *Stream) pushEmpty(status frame.Status) {
-	s.push(outFrame{msg: make([]byte, frame.Overhead)}, frame.TypeStream, status)
+// pushFinish queues the header-only frame that ends the data.
+func (s *Stream) pushFinish(status frame.Status) {
+	_ = s.push(outFrame{msg: make([]byte, frame.Overhead)}, frame.TypeStream, status, true)
 }
 
 // sendOOB sends a STREAM frame ahead of data: acknowledgements and aborts,
@@ -150,7 +165,9 @@ func (s *Stream) Write(p []byte) (int, error) {
 		}
 		buf := getBuf(n)
 		copy((*buf)[frame.Overhead:], p[:n])
-		s.pushData(buf, n)
+		if err := s.pushData(buf, n); err != nil {
+			return written, err
+		}
 		written += n
 		p = p[n:]
 	}
@@ -188,7 +205,9 @@ func (s *Stream) copyFrom(r io.Reader, limit int64) (int64, error) {
 		m, rerr := io.ReadFull(r, (*buf)[frame.Overhead:frame.Overhead+n])
 		s.refund(n - m)
 		if m > 0 {
-			s.pushData(buf, m)
+			if err := s.pushData(buf, m); err != nil {
+				return total, err
+			}
 			total += int64(m)
 		} else {
 			putBuf(buf)
@@ -226,8 +245,7 @@ func (s *Stream) WriteHole(ctx context.Context, n int64) error {
 	}
 	msg := make([]byte, frame.Overhead+frame.HolePayloadSize)
 	frame.PutHole(msg[frame.Overhead:], n, 0)
-	s.push(outFrame{msg: msg}, frame.TypeStreamHole, frame.StatusContinue)
-	return nil
+	return s.push(outFrame{msg: msg}, frame.TypeStreamHole, frame.StatusContinue, false)
 }
 
 // Close finishes the stream. On the sending side it tells the receiver that
@@ -258,6 +276,10 @@ func (s *Stream) Finish(ctx context.Context) error {
 		s.release()
 		return err
 	}
+	if s.finSent { // another Close is waiting for the verdict: share it
+		s.mu.Unlock()
+		return s.awaitVerdict(ctx)
+	}
 	if !s.eof && s.gotData {
 		s.mu.Unlock()
 		return s.CloseWithError(ErrReceiverClosed)
@@ -279,9 +301,9 @@ func (s *Stream) Finish(ctx context.Context) error {
 	s.finSent = true
 	s.mu.Unlock()
 	if s.cfg.Role == CompatServer {
-		s.pushEmpty(frame.StatusContinue)
+		s.pushFinish(frame.StatusContinue)
 	} else {
-		s.pushEmpty(frame.StatusOK)
+		s.pushFinish(frame.StatusOK)
 	}
 	return s.awaitVerdict(ctx)
 }
@@ -294,10 +316,13 @@ func (s *Stream) awaitVerdict(ctx context.Context) error {
 	})
 	defer stop()
 	s.mu.Lock()
-	for !s.verdict && s.rerr == nil && ctx.Err() == nil {
+	for !s.verdict && s.rerr == nil && s.lerr == nil && ctx.Err() == nil {
 		s.sendCond.Wait()
 	}
 	err := s.rerr
+	if !s.verdict && err == nil && s.lerr != nil {
+		err = s.lerr // aborted meanwhile by CloseWithError
+	}
 	if !s.verdict && err == nil {
 		err = ctx.Err()
 	}
