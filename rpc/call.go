@@ -28,6 +28,10 @@ type reply struct {
 type pendingCall struct {
 	proc Procedure
 	done chan callResult // buffered: finish never blocks, even after the caller left
+	// late, if set, takes the outcome of a call its caller gave up on. It
+	// is set under Conn.mu while the call is pending, and read by finish
+	// after the call left the pending map under Conn.mu.
+	late func(callResult)
 }
 
 type callResult struct {
@@ -37,7 +41,13 @@ type callResult struct {
 
 // finish delivers the outcome; it runs once per call, as whoever removes
 // the call from the pending map (the reply or the connection's close).
-func (p *pendingCall) finish(r reply, err error) { p.done <- callResult{r, err} }
+func (p *pendingCall) finish(r reply, err error) {
+	if p.late != nil {
+		p.late(callResult{r, err})
+		return
+	}
+	p.done <- callResult{r, err}
+}
 
 // Call sends a CALL with the XDR-encoded args and returns the reply's
 // payload. A failure reported by the peer is a *Error (errors.As). If ctx
@@ -77,9 +87,15 @@ func (c *Conn) CallXDR(ctx context.Context, p Procedure, args, replyTo any) erro
 	return nil
 }
 
+// undoFunc undoes what a call's before hook set up, when the call failed or
+// its caller gave up. accepted says the peer replied OK to a call its caller
+// had given up on: the peer went ahead (for example opened its side of a
+// stream) and must be told to stop.
+type undoFunc func(accepted bool)
+
 // call sends a call and waits for its reply; before, if not nil, runs once
 // the serial is known and before the call is queued (to register a stream).
-func (c *Conn) call(ctx context.Context, p Procedure, args []byte, before func(serial uint32) func()) (*reply, error) {
+func (c *Conn) call(ctx context.Context, p Procedure, args []byte, before func(serial uint32) undoFunc) (*reply, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -116,7 +132,7 @@ func (c *Conn) call(ctx context.Context, p Procedure, args []byte, before func(s
 	c.pending[serial] = pc
 	c.mu.Unlock()
 
-	var undo func()
+	var undo undoFunc
 	if before != nil {
 		undo = before(serial)
 	}
@@ -124,7 +140,7 @@ func (c *Conn) call(ctx context.Context, p Procedure, args []byte, before func(s
 	if err := c.sched.sendCall(frame.Append(make([]byte, 0, frame.Overhead+len(args)), h, args), true); err != nil {
 		c.forget(serial)
 		if undo != nil {
-			undo()
+			undo(false)
 		}
 		return nil, err
 	}
@@ -136,17 +152,36 @@ func (c *Conn) call(ctx context.Context, p Procedure, args []byte, before func(s
 		}
 		if err != nil {
 			if undo != nil {
-				undo()
+				undo(false)
 			}
 			return nil, err
 		}
 		return &res.reply, nil
 	case <-ctx.Done():
 		if undo != nil {
-			undo()
+			c.abandon(serial, pc, undo)
 		}
 		return nil, ctx.Err()
 	}
+}
+
+// abandon hands the outcome of a call whose caller gave up to the call's
+// undo, once it comes. A stream opened by the call cannot be dropped at once:
+// the peer's handler may not have opened its side yet, and an abort sent now
+// would be dropped as a late frame, leaving the peer's side waiting. So the
+// stream stays registered until the reply, and undo then aborts it.
+func (c *Conn) abandon(serial uint32, pc *pendingCall, undo undoFunc) {
+	outcome := func(res callResult) {
+		undo(res.err == nil && res.reply.h.Status == frame.StatusOK)
+	}
+	c.mu.Lock()
+	if c.pending[serial] == pc {
+		pc.late = outcome
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	outcome(<-pc.done) // it was being delivered
 }
 
 func (c *Conn) forget(serial uint32) {

@@ -24,6 +24,9 @@ var (
 	// ErrCompatMode: the operation needs native mode, and the connection
 	// runs in libvirt compat mode.
 	ErrCompatMode = errors.New("virtrpc: not available in libvirt compat mode")
+	// ErrStreamAbandoned is what the peer's side of a stream gets when the
+	// OpenStream that opened it returned early because its ctx ended.
+	ErrStreamAbandoned = errors.New("virtrpc: the caller gave up on the call that opened the stream")
 	// ErrPeerClosed: the peer closed the connection.
 	ErrPeerClosed = errors.New("virtrpc: peer closed the connection")
 	// errLocalClose is the cause recorded by Close.

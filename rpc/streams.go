@@ -13,18 +13,24 @@ import (
 // either direction: write to it to upload, read from it to download. It
 // returns once the peer's handler replied; its reply payload is returned too.
 // ctx bounds the call only: to bound the transfer, close the stream with
-// CloseWithError (context.AfterFunc does it in one line).
+// CloseWithError (context.AfterFunc does it in one line). If ctx ends before
+// the reply, OpenStream returns ctx's error, and when the reply comes the
+// peer's side of the stream is aborted with ErrStreamAbandoned's text.
 func (c *Conn) OpenStream(ctx context.Context, p Procedure, args []byte, opts *stream.Options) (*stream.Stream, []byte, error) {
 	var st *stream.Stream
 	var regErr error
-	r, err := c.call(ctx, p, args, func(serial uint32) func() {
+	r, err := c.call(ctx, p, args, func(serial uint32) undoFunc {
 		h := frame.Header{Prog: p.Prog, Vers: p.Vers, Proc: p.Proc, Serial: serial}
 		st, regErr = c.newStream(h, opts, false)
-		return func() {
-			if st != nil {
-				st.Fail(errors.New("virtrpc: the call that opened the stream failed"))
-				c.Release(st)
+		return func(accepted bool) {
+			if st == nil {
+				return
 			}
+			if accepted { // the peer's side is open: tell it to stop
+				_ = st.CloseWithError(ErrStreamAbandoned)
+			}
+			st.Fail(errors.New("virtrpc: the call that opened the stream failed"))
+			c.Release(st)
 		}
 	})
 	if regErr != nil {
