@@ -146,7 +146,9 @@ func (c *Conn) Err() error {
 // Close closes the connection: queued calls, replies and messages are
 // flushed for up to a second, then every waiter is unblocked with a
 // *ClosedError and handlers' contexts are cancelled. Close waits for the
-// connection's goroutines and running handlers to end.
+// connection's goroutines and running handlers to end, so a handler of this
+// connection that wants it closed must not wait for Close: it calls
+// go req.Conn().Close() and returns.
 func (c *Conn) Close() error {
 	c.closeWith(errLocalClose)
 	c.wait()

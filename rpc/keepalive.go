@@ -12,6 +12,10 @@ import (
 func (c *Conn) sendKeepalive(proc int32, direct bool) {
 	var b [frame.Overhead]byte
 	frame.PutHeader(b[:], frame.Header{Prog: frame.KeepaliveProgram, Vers: frame.KeepaliveVersion, Proc: proc, Type: frame.TypeMessage}, 0)
+	if proc == frame.KeepalivePong {
+		c.sched.sendPong(b[:]) // one queued PONG answers a burst of pings
+		return
+	}
 	c.sched.sendControl(b[:], direct)
 }
 

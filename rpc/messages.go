@@ -11,6 +11,10 @@ import (
 // silently.
 const maxQueuedMessageBytes = 64 << 20
 
+// messageCost is what one queued message counts against the bound besides
+// its payload, so a flood of empty messages is bounded too.
+const messageCost = 128
+
 var errSlowMessages = errors.New("message handlers fell behind by more than 64 MiB")
 
 // messageQueue delivers a connection's messages in order on one goroutine.
@@ -31,13 +35,13 @@ func newMessageQueue(c *Conn) *messageQueue {
 
 func (m *messageQueue) push(msg *Message) {
 	m.mu.Lock()
-	if m.bytes+len(msg.Payload) > maxQueuedMessageBytes {
+	if m.bytes+len(msg.Payload)+messageCost > maxQueuedMessageBytes {
 		m.mu.Unlock()
 		m.c.closeWith(errSlowMessages)
 		return
 	}
 	m.q = append(m.q, msg)
-	m.bytes += len(msg.Payload)
+	m.bytes += len(msg.Payload) + messageCost
 	m.cond.Signal()
 	m.mu.Unlock()
 }
@@ -64,7 +68,7 @@ func (m *messageQueue) run() {
 		msg := m.q[0]
 		m.q[0] = nil
 		m.q = m.q[1:]
-		m.bytes -= len(msg.Payload)
+		m.bytes -= len(msg.Payload) + messageCost
 		m.mu.Unlock()
 		p := Procedure{msg.Header.Prog, msg.Header.Vers, msg.Header.Proc}
 		if h := m.c.cfg.Handlers.message(p); h != nil {

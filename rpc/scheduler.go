@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"errors"
 	"sync"
 	"time"
 
@@ -15,6 +16,14 @@ const maxCallQueue = 8 << 20
 // maxBatch: small messages are coalesced into one write up to this size.
 const maxBatch = 64 << 10
 
+// maxControlQueue bounds the control messages (pongs, credit, stream
+// acknowledgements) waiting for the socket. They are queued from the read
+// loop, which must not wait, so a peer that sends without ever reading would
+// grow the queue without end; past this bound the connection closes.
+const maxControlQueue = 1 << 20
+
+var errControlBacklog = errors.New("the peer reads nothing: over 1 MiB of control messages queued")
+
 // scheduler is the connection's single writer. Priority: control (keepalive,
 // credit) first, then calls, replies and messages, then stream data, one
 // frame per stream in round-robin. Control and calls are looked at again
@@ -24,16 +33,17 @@ const maxBatch = 64 << 10
 type scheduler struct {
 	c *Conn
 
-	mu        sync.Mutex
-	space     sync.Cond // callBytes dropped below the bound, or closing
-	ctrl      []byte    // encoded control messages, back to back
-	ctrlN     int       // how many messages ctrl holds
-	calls     [][]byte
-	callBytes int
-	ready     []*stream.Stream
-	closing   bool
-	graceful  bool
-	wake      chan struct{}
+	mu         sync.Mutex
+	space      sync.Cond // callBytes dropped below the bound, or closing
+	ctrl       []byte    // encoded control messages, back to back
+	ctrlN      int       // how many messages ctrl holds
+	pongQueued bool      // ctrl holds a PONG; one answers any number of pings
+	calls      [][]byte
+	callBytes  int
+	ready      []*stream.Stream
+	closing    bool
+	graceful   bool
+	wake       chan struct{}
 	// writing is the write token: whoever holds it owns the socket and
 	// batch. The writer goroutine takes it for every write; a goroutine
 	// that queues a call, reply or credit while the token is free writes
@@ -64,9 +74,26 @@ func (s *scheduler) sendControl(msg []byte, direct bool) {
 		s.mu.Unlock()
 		return
 	}
+	if len(s.ctrl)+len(msg) > maxControlQueue {
+		s.mu.Unlock()
+		s.c.closeWith(errControlBacklog)
+		return
+	}
 	s.ctrl = append(s.ctrl, msg...) // copied: callers pass stack buffers
 	s.ctrlN++
 	s.flushOrKick(direct)
+}
+
+// sendPong queues a PONG, from the read loop, unless one is queued already.
+func (s *scheduler) sendPong(msg []byte) {
+	s.mu.Lock()
+	if s.pongQueued {
+		s.mu.Unlock()
+		return
+	}
+	s.pongQueued = true
+	s.mu.Unlock()
+	s.sendControl(msg, false)
 }
 
 // flushOrKick runs with s.mu held and releases it: it writes the queued
@@ -249,7 +276,7 @@ func (s *scheduler) run() {
 func (s *scheduler) collectLocked(b []byte) ([]byte, int) {
 	b = append(b, s.ctrl...)
 	frames := s.ctrlN
-	s.ctrl, s.ctrlN = s.ctrl[:0], 0
+	s.ctrl, s.ctrlN, s.pongQueued = s.ctrl[:0], 0, false
 	for len(s.calls) > 0 && (len(b) == 0 || len(b)+len(s.calls[0]) <= maxBatch) {
 		m := s.calls[0]
 		s.calls[0] = nil
