@@ -176,12 +176,10 @@ func (s *scheduler) schedule(st *stream.Stream) {
 	batch, frames := s.collectLocked(s.batch[:0])
 	s.mu.Unlock()
 
-	ok := frames == 0 || s.write(batch, frames)
 	var requeue *stream.Stream
-	if ok {
+	if frames == 0 || s.write(batch, frames) {
 		f, more := st.PopFrame()
-		ok = s.writeData(f)
-		if more {
+		if s.writeData(f) && more {
 			requeue = st
 		}
 	}
