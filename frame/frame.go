@@ -19,8 +19,8 @@ const (
 	// (header plus payload): 32 MiB.
 	MaxMessage = 32 << 20
 	// MaxCompatStreamPayload is the largest stream data payload libvirt sends
-	// and accepts: 256 KiB of message minus the header, minus the length word
-	// libvirt also counts.
+	// and accepts: 256 KiB minus the 24-byte header (libvirt's
+	// VIR_NET_MESSAGE_LEGACY_PAYLOAD_MAX).
 	MaxCompatStreamPayload = 262120
 	// AlignedStreamPayload makes a whole frame exactly 64 KiB, a multiple of
 	// TLS's 16 KiB records, so no tiny trailing record is sealed per frame.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 )
 
@@ -62,7 +63,7 @@ func NewReader(r io.Reader, opts *ReaderOptions) *Reader {
 	fr := &Reader{r: r, max: MaxMessage, min: MinLen}
 	if opts != nil {
 		if opts.MaxMessage > 0 {
-			fr.max = opts.MaxMessage
+			fr.max = min(opts.MaxMessage, math.MaxInt32-LenSize) // a length word is 32 bits
 		}
 		if opts.MinLen > MinLen {
 			fr.min = opts.MinLen
@@ -91,11 +92,12 @@ func (fr *Reader) Next() (Header, int, error) {
 	if _, err := io.ReadFull(fr.r, fr.hdr[:LenSize]); err != nil {
 		return Header{}, 0, fr.fail(err)
 	}
-	n := int(binary.BigEndian.Uint32(fr.hdr[:LenSize]))
+	// uint64: on 32-bit platforms int(uint32) turns a huge length negative.
+	n := uint64(binary.BigEndian.Uint32(fr.hdr[:LenSize]))
 	switch {
-	case n < fr.min:
+	case n < uint64(fr.min):
 		return Header{}, 0, fr.fail(&ProtocolError{Err: fmt.Errorf("%w: %d < %d", ErrFrameTooSmall, n, fr.min)})
-	case n-LenSize > fr.max:
+	case n-LenSize > uint64(fr.max):
 		return Header{}, 0, fr.fail(&ProtocolError{Err: fmt.Errorf("%w: %d > %d", ErrFrameTooLarge, n-LenSize, fr.max)})
 	}
 	if _, err := io.ReadFull(fr.r, fr.hdr[LenSize:]); err != nil {
@@ -104,7 +106,7 @@ func (fr *Reader) Next() (Header, int, error) {
 		}
 		return Header{}, 0, fr.fail(err)
 	}
-	fr.remain = n - Overhead
+	fr.remain = int(n - Overhead)
 	return ParseHeader(fr.hdr[:]), fr.remain, nil
 }
 

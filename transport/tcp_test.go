@@ -38,12 +38,13 @@ func TestSetNotSentLowatRange(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	for _, n := range []int{-1, math.MaxInt32 + 1} {
+	tooBig := int64(math.MaxInt32) + 1 // a variable: the constant would not compile on 32-bit
+	for _, n := range []int{-1, int(tooBig)} {
 		err := transport.SetNotSentLowat(a, n)
 		assert.ErrorContains(t, err, "out of range", n)
 	}
 	ctx := testCtx(t)
-	_, err := transport.ListenTCP(ctx, "127.0.0.1:0", &transport.TCPOptions{NotSentLowat: math.MaxInt32 + 1})
+	_, err := transport.ListenTCP(ctx, "127.0.0.1:0", &transport.TCPOptions{NotSentLowat: int(tooBig)})
 	assert.ErrorContains(t, err, "out of range")
 }
 

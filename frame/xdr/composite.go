@@ -22,11 +22,14 @@ func (b *builder) slice(c *codec, t reflect.Type, limit int, path string) error 
 		if err := checkLen(n, limit); err != nil {
 			return err
 		}
+		e.Uint32(uint32(n))
+		if n == 0 {
+			return nil // an empty array is no level deeper, as the decoder counts
+		}
 		if err := e.enter(); err != nil {
 			return err
 		}
 		defer e.leave()
-		e.Uint32(uint32(n))
 		for i := range n {
 			if err := elem.enc(e, v.Index(i)); err != nil {
 				return encodeIn(err, indexPath(i))

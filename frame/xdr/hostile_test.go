@@ -119,6 +119,17 @@ func TestDepthLimit(t *testing.T) {
 		require.ErrorAs(t, err, &de)
 		assert.Contains(t, de.Field, "Next.Next.Next")
 	})
+	t.Run("what Unmarshal accepts Marshal sends back", func(t *testing.T) {
+		// maxDepth levels of one kid each; the innermost has none. The
+		// encoder must count levels as the decoder does, or a relay of a
+		// valid message fails.
+		in := append(repeatWord(present, maxDepth), 0, 0, 0, 0)
+		var got tree
+		require.NoError(t, Unmarshal(in, &got))
+		out, err := Marshal(&got)
+		require.NoError(t, err)
+		assert.Equal(t, in, out)
+	})
 	t.Run("hostile tree", func(t *testing.T) {
 		in := repeatWord(present, 100000) // each level: one kid
 		var got tree
