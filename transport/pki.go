@@ -3,6 +3,7 @@ package transport
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -20,10 +21,11 @@ const (
 
 // LoadLibvirtServerConfig builds a TLS 1.3 server config from dir in
 // libvirt's flat PKI layout: it presents servercert.pem with serverkey.pem,
-// and requires client certificates issued by a CA in cacert.pem. Errors
-// from missing files match [io/fs.ErrNotExist].
+// and requires client certificates issued by a CA in cacert.pem and not
+// revoked by cacrl.pem, if there is one. Errors from missing files match
+// [io/fs.ErrNotExist].
 func LoadLibvirtServerConfig(dir string) (*tls.Config, error) {
-	pool, err := loadCAPool(dir)
+	pool, verify, err := loadTrust(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -36,16 +38,19 @@ func LoadLibvirtServerConfig(dir string) (*tls.Config, error) {
 		Certificates: []tls.Certificate{cert},
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    pool,
+
+		VerifyPeerCertificate: verify,
 	}, nil
 }
 
 // LoadLibvirtClientConfig builds a TLS 1.3 client config from dir in
-// libvirt's flat PKI layout: it trusts only the CAs in cacert.pem, presents
-// clientcert.pem with clientkey.pem, and verifies the server as serverName
-// (a DNS name or an IP address; empty lets [DialTLS] take it from the
-// address it dials). Errors from missing files match [io/fs.ErrNotExist].
+// libvirt's flat PKI layout: it trusts only the CAs in cacert.pem (minus
+// what cacrl.pem revokes, if there is one), presents clientcert.pem with
+// clientkey.pem, and verifies the server as serverName (a DNS name or an IP
+// address; empty lets [DialTLS] take it from the address it dials). Errors
+// from missing files match [io/fs.ErrNotExist].
 func LoadLibvirtClientConfig(dir, serverName string) (*tls.Config, error) {
-	pool, err := loadCAPool(dir)
+	pool, verify, err := loadTrust(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -58,20 +63,43 @@ func LoadLibvirtClientConfig(dir, serverName string) (*tls.Config, error) {
 		RootCAs:      pool,
 		ServerName:   serverName,
 		Certificates: []tls.Certificate{cert},
+
+		VerifyPeerCertificate: verify,
 	}, nil
 }
 
-func loadCAPool(dir string) (*x509.CertPool, error) {
+// loadTrust reads cacert.pem and, as libvirt does, cacrl.pem if it exists.
+func loadTrust(dir string) (*x509.CertPool, verifyFunc, error) {
 	path := filepath.Join(dir, LibvirtCACert)
-	pem, err := os.ReadFile(path)
+	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("transport: libvirt CA: %w", err)
+		return nil, nil, fmt.Errorf("transport: libvirt CA: %w", err)
 	}
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("transport: libvirt CA: no PEM certificate in %s", path)
+	var cas []*x509.Certificate
+	for rest := data; ; {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			continue
+		}
+		ca, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, nil, fmt.Errorf("transport: libvirt CA %s: %w", path, err)
+		}
+		pool.AddCert(ca)
+		cas = append(cas, ca)
 	}
-	return pool, nil
+	if len(cas) == 0 {
+		return nil, nil, fmt.Errorf("transport: libvirt CA: no PEM certificate in %s", path)
+	}
+	verify, err := loadCRL(dir, cas)
+	if err != nil {
+		return nil, nil, err
+	}
+	return pool, verify, nil
 }
 
 func loadKeyPair(dir, certFile, keyFile string) (tls.Certificate, error) {

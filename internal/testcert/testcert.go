@@ -8,7 +8,8 @@
 // [PKI.WriteLibvirtDir] can also be fed to a real libvirtd or virsh.
 //
 // Never use these certificates outside tests: the private keys live in
-// memory and on disk unprotected, and the CA key is discarded.
+// memory and on disk unprotected, and the CA key stays in memory to sign
+// revocation lists.
 package testcert
 
 import (
@@ -46,6 +47,8 @@ type PKI struct {
 
 	// Pool holds only CACert. It is shared by the configs this PKI returns.
 	Pool *x509.CertPool
+
+	caKey *ecdsa.PrivateKey
 }
 
 // New generates a fresh PKI. Certificates are valid from one hour ago (to
@@ -79,6 +82,7 @@ func New() (*PKI, error) {
 		CACert: caCert,
 		CAPEM:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}),
 		Pool:   x509.NewCertPool(),
+		caKey:  caKey,
 	}
 	p.Pool.AddCert(caCert)
 
@@ -106,6 +110,27 @@ func New() (*PKI, error) {
 		return nil, fmt.Errorf("testcert: client certificate: %w", err)
 	}
 	return p, nil
+}
+
+// RevocationList returns a PEM "X509 CRL" signed by the CA that revokes
+// the given certificates (for example p.Client.Leaf), as libvirt's
+// cacrl.pem holds.
+func (p *PKI) RevocationList(revoked ...*x509.Certificate) ([]byte, error) {
+	now := time.Now()
+	tmpl := &x509.RevocationList{
+		Number:     big.NewInt(1),
+		ThisUpdate: now.Add(-time.Minute),
+		NextUpdate: now.Add(24 * time.Hour),
+	}
+	for _, c := range revoked {
+		tmpl.RevokedCertificateEntries = append(tmpl.RevokedCertificateEntries,
+			x509.RevocationListEntry{SerialNumber: c.SerialNumber, RevocationTime: now.Add(-time.Minute)})
+	}
+	der, err := x509.CreateRevocationList(rand.Reader, tmpl, p.CACert, p.caKey)
+	if err != nil {
+		return nil, fmt.Errorf("testcert: revocation list: %w", err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), nil
 }
 
 // leaf issues a certificate for a fresh key and returns it as PEM and as a
