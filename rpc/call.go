@@ -102,17 +102,26 @@ func (c *Conn) call(ctx context.Context, p Procedure, args []byte, before func(s
 	if c.isServer && c.Mode() != ModeNative {
 		return nil, fmt.Errorf("%w: a libvirt client serves no calls", ErrCompatMode)
 	}
+	// In native mode a slot of the peer's MaxCalls is held until the
+	// peer is done with the call: its reply, even a late one after ctx
+	// ended, or the connection's end.
+	var slot func()
 	if semp := c.callSem.Load(); semp != nil {
 		sem := *semp
 		select {
 		case sem <- struct{}{}:
-			defer func() { <-sem }()
+			slot = func() { <-sem }
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		case <-c.done:
 			return nil, c.err
 		}
 	}
+	defer func() {
+		if slot != nil {
+			slot()
+		}
+	}()
 	if len(args)+frame.HeaderSize > c.cfg.MaxMessage {
 		return nil, fmt.Errorf("virtrpc: arguments of %s: %w: %d bytes", p, frame.ErrFrameTooLarge, len(args))
 	}
@@ -158,21 +167,29 @@ func (c *Conn) call(ctx context.Context, p Procedure, args []byte, before func(s
 		}
 		return &res.reply, nil
 	case <-ctx.Done():
-		if undo != nil {
-			c.abandon(serial, pc, undo)
+		if undo != nil || slot != nil {
+			c.abandon(serial, pc, undo, slot)
+			slot = nil // abandon frees it
 		}
 		return nil, ctx.Err()
 	}
 }
 
 // abandon hands the outcome of a call whose caller gave up to the call's
-// undo, once it comes. A stream opened by the call cannot be dropped at once:
-// the peer's handler may not have opened its side yet, and an abort sent now
-// would be dropped as a late frame, leaving the peer's side waiting. So the
-// stream stays registered until the reply, and undo then aborts it.
-func (c *Conn) abandon(serial uint32, pc *pendingCall, undo undoFunc) {
+// undo and frees its slot, once it comes. A stream opened by the call cannot
+// be dropped at once: the peer's handler may not have opened its side yet,
+// and an abort sent now would be dropped as a late frame, leaving the peer's
+// side waiting. So the stream stays registered until the reply, and undo
+// then aborts it. The slot is held until then because the peer still counts
+// the call against its MaxConcurrentCalls.
+func (c *Conn) abandon(serial uint32, pc *pendingCall, undo undoFunc, slot func()) {
 	outcome := func(res callResult) {
-		undo(res.err == nil && res.reply.h.Status == frame.StatusOK)
+		if undo != nil {
+			undo(res.err == nil && res.reply.h.Status == frame.StatusOK)
+		}
+		if slot != nil {
+			slot()
+		}
 	}
 	c.mu.Lock()
 	if c.pending[serial] == pc {

@@ -242,6 +242,45 @@ func TestConcurrencyBound(t *testing.T) {
 	assert.Positive(t, refused.Load())
 }
 
+// A call whose ctx ends while the peer still runs it keeps its slot of the
+// peer's bound until the late reply: a native caller then waits, as the
+// bound promises, instead of being refused for a call it gave up on.
+func TestCancelledCallKeepsItsSlotUntilTheReply(t *testing.T) {
+	release := make(chan struct{})
+	mux := echoMux()
+	mux.Handle(blockProc, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
+		select {
+		case <-release:
+		case <-ctx.Done():
+		}
+		return nil, nil
+	})
+	c, _ := pair(t, nil, &rpc.Options{Handlers: mux, MaxConcurrentCalls: 1})
+	require.Equal(t, rpc.ModeNative, c.Mode())
+	ctx, cancel := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() {
+		_, err := c.Call(ctx, blockProc, nil)
+		first <- err
+	}()
+	require.Eventually(t, func() bool { return c.Stats().FramesSent >= 2 }, 10*time.Second, time.Millisecond) // HELLO, the call
+	cancel()
+	require.ErrorIs(t, <-first, context.Canceled)
+
+	second := make(chan error, 1)
+	go func() {
+		_, err := c.Call(context.Background(), echoProc, []byte("after"))
+		second <- err
+	}()
+	select {
+	case err := <-second:
+		t.Fatalf("the second call did not wait for the peer's slot: %v", err)
+	case <-time.After(100 * time.Millisecond): // it waits; nothing it could do proves it sooner
+	}
+	close(release) // the late reply frees the slot
+	require.NoError(t, <-second)
+}
+
 func TestCloseUnblocksEveryWaiter(t *testing.T) {
 	release := make(chan struct{})
 	mux := echoMux()

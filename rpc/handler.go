@@ -112,8 +112,10 @@ func (c *Conn) handleCall(h frame.Header, fr *frame.Reader) error {
 	if h.Prog == frame.ControlProgram {
 		return c.serveControl(h, payload, first)
 	}
-	if first && c.isServer && c.cfg.Negotiation == RequireNative {
-		return fmt.Errorf("%w: the peer's first call is not HELLO", ErrNativeRefused)
+	// By mode, not by first call: after a HELLO we refused, the peer may go
+	// on in compat mode, which RequireNative must not serve either.
+	if c.isServer && c.cfg.Negotiation == RequireNative && c.Mode() != ModeNative {
+		return fmt.Errorf("%w: the peer's call is not in native mode (no accepted HELLO)", ErrNativeRefused)
 	}
 	if !c.isServer && c.Mode() != ModeNative {
 		return errors.New("call from a server in compat mode")
@@ -152,8 +154,16 @@ func (g *AuthGate) allows(p Procedure) bool {
 }
 
 func (c *Conn) serve(handler Handler, req *Request) {
-	defer c.handlers.Done()
+	returned := false
+	defer func() {
+		if !returned { // runtime.Goexit in the handler (t.FailNow, say)
+			c.serving.Add(-1)
+			req.finish(nil, rpcError(frame.CodeInternalError, "handler exited without returning"))
+		}
+		c.handlers.Done()
+	}()
 	out, err := runHandler(c.handlerCtx, handler, req)
+	returned = true
 	c.serving.Add(-1) // before the reply: the peer may call again at once
 	req.finish(out, err)
 }

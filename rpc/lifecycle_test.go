@@ -3,6 +3,9 @@ package rpc_test
 import (
 	"context"
 	"net"
+	"runtime"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -101,4 +104,74 @@ func TestAbandonedOpenStreamAbortsThePeersSide(t *testing.T) {
 	got, err := c.Call(context.Background(), echoProc, []byte("still fine"))
 	require.NoError(t, err, "the connection carries on")
 	assert.Equal(t, "still fine", string(got))
+}
+
+// flakyListener fails its first Accepts as a process out of file
+// descriptors would.
+type flakyListener struct {
+	net.Listener
+	mu    sync.Mutex
+	fails int
+}
+
+func (l *flakyListener) Accept() (net.Conn, error) {
+	l.mu.Lock()
+	if l.fails > 0 {
+		l.fails--
+		l.mu.Unlock()
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: syscall.EMFILE}
+	}
+	l.mu.Unlock()
+	return l.Listener.Accept()
+}
+
+// Serve rides out Accept errors that pass (EMFILE here) instead of closing
+// every connection it serves, and still ends when its ctx does.
+func TestServeRetriesTransientAcceptErrors(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	served := make(chan error, 1)
+	go func() {
+		served <- rpc.Serve(ctx, &flakyListener{Listener: ln, fails: 3}, &rpc.Options{Handlers: echoMux()}, nil)
+	}()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	c, err := rpc.Client(context.Background(), nc, nil)
+	require.NoError(t, err, "a client connecting while Accept fails is served once it passes")
+	defer c.Close()
+	got, err := c.Call(context.Background(), echoProc, []byte("served"))
+	require.NoError(t, err)
+	assert.Equal(t, "served", string(got))
+
+	cancel()
+	select {
+	case err := <-served:
+		require.ErrorIs(t, err, context.Canceled)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not end with its ctx")
+	}
+	<-c.Done()
+}
+
+// A handler that ends its goroutine with runtime.Goexit (t.FailNow in a
+// test handler, say) still answers its caller and frees its slot.
+func TestHandlerGoexitStillReplies(t *testing.T) {
+	exits := rpc.Procedure{Prog: 0x1234, Vers: 1, Proc: 78}
+	mux := echoMux()
+	mux.Handle(exits, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
+		runtime.Goexit()
+		return nil, nil
+	})
+	c, srv := pair(t, nil, &rpc.Options{Handlers: mux, MaxConcurrentCalls: 1})
+	for range 3 { // with the slot leaked, the second call would wait forever
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		_, err := c.Call(ctx, exits, nil)
+		cancel()
+		var re *rpc.Error
+		require.ErrorAs(t, err, &re)
+		assert.Contains(t, re.Text(), "exited without returning")
+	}
+	assert.Zero(t, srv.Stats().CallsServing)
 }

@@ -62,6 +62,25 @@ func TestNegotiation(t *testing.T) {
 		<-srv.Done()
 		require.ErrorIs(t, srv.Err(), rpc.ErrNativeRefused)
 	})
+
+	t.Run("a server that requires native mode does not serve after refusing a HELLO", func(t *testing.T) {
+		// A HELLO with unusable limits is refused; a client that accepts
+		// compat would then go on in compat mode, which the server must
+		// not serve either.
+		srv, raw := rawServer(t, &rpc.Options{Handlers: echoMux(), Negotiation: rpc.RequireNative})
+		p := newRawPeer(t, raw)
+		_, err := raw.Write(helloFrame(0))
+		require.NoError(t, err)
+		p.expect(frame.TypeReply, frame.StatusError, 0)
+		p.send(hdr(procedure(echoProc), frame.TypeCall, 1, frame.StatusOK), []byte("hi"))
+		select {
+		case <-srv.Done():
+		case <-time.After(10 * time.Second):
+			t.Fatalf("the server still serves in %s mode", srv.Mode())
+		}
+		require.ErrorIs(t, srv.Err(), rpc.ErrNativeRefused)
+		assert.Equal(t, rpc.ModeCompat, srv.Mode())
+	})
 }
 
 func TestKeepalive(t *testing.T) {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"syscall"
+	"time"
 )
 
 // Listener accepts connections; net.Listener and the transport package's
@@ -18,7 +20,9 @@ type Listener interface {
 // Serve accepts connections on l and serves each with Server(nc, opts),
 // calling onConn (if not nil) with every new connection. It returns when ctx
 // ends or l fails, after closing l and every connection it accepted and
-// waiting for them.
+// waiting for them. Accept errors that pass (out of file descriptors or
+// buffers, a connection aborted before it was accepted) are retried with a
+// backoff of up to a second, as net/http does, and logged.
 func Serve(ctx context.Context, l Listener, opts *Options, onConn func(*Conn)) error {
 	var (
 		mu    sync.Mutex
@@ -28,12 +32,25 @@ func Serve(ctx context.Context, l Listener, opts *Options, onConn func(*Conn)) e
 	stop := context.AfterFunc(ctx, func() { _ = l.Close() })
 	defer stop()
 	var err error
+	var backoff time.Duration
 	for {
 		nc, aerr := l.Accept()
 		if aerr != nil {
+			if ctx.Err() == nil && transientAccept(aerr) {
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				resolve(opts).log.Warn("virtrpc: accept failed; retrying", "err", aerr, "in", backoff)
+				t := time.NewTimer(backoff)
+				select {
+				case <-t.C:
+					continue
+				case <-ctx.Done():
+					t.Stop()
+				}
+			}
 			err = aerr
 			break
 		}
+		backoff = 0
 		c := Server(nc, opts)
 		mu.Lock()
 		conns[c] = struct{}{}
@@ -66,4 +83,14 @@ func Serve(ctx context.Context, l Listener, opts *Options, onConn func(*Conn)) e
 		return ctx.Err()
 	}
 	return err
+}
+
+// transientAccept reports whether an Accept error passes with time.
+func transientAccept(err error) bool {
+	for _, e := range []error{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
