@@ -2,6 +2,9 @@ package rpc_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"net"
 	"runtime"
 	"sync"
@@ -13,6 +16,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/virtrpc/virtrpc/rpc"
+	"github.com/virtrpc/virtrpc/stream"
 )
 
 // writeSignalConn reports when a Write has started.
@@ -174,4 +178,63 @@ func TestHandlerGoexitStillReplies(t *testing.T) {
 		assert.Contains(t, re.Text(), "exited without returning")
 	}
 	assert.Zero(t, srv.Stats().CallsServing)
+}
+
+// A handler that closes its stream at once (say its sink would not open)
+// while the client uploads: the upload fails loudly on the client, in both
+// modes, whichever of the close and the data comes first; it never ends
+// with nil from Write and Close (silent loss) nor hangs on a full window.
+func TestEarlyCloseByTheReceiverFailsTheUpload(t *testing.T) {
+	closesAtOnce := rpc.Procedure{Prog: 0x1234, Vers: 1, Proc: 79}
+	mux := echoMux()
+	mux.Handle(closesAtOnce, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
+		st, err := req.Stream(nil)
+		if err != nil {
+			return nil, err
+		}
+		go func() { _ = st.Close() }()
+		return nil, nil
+	})
+	for _, mode := range []struct {
+		name string
+		opts *rpc.Options
+	}{{"native", nil}, {"compat", &rpc.Options{Negotiation: rpc.CompatOnly}}} {
+		for _, size := range []int{64 << 10, 20 << 20} { // within the first window, and far past it
+			t.Run(fmt.Sprintf("%s/%d", mode.name, size), func(t *testing.T) {
+				c, _ := pair(t, mode.opts, &rpc.Options{Handlers: mux})
+				st, _, err := c.OpenStream(context.Background(), closesAtOnce, nil, nil)
+				require.NoError(t, err)
+				done := make(chan error, 1)
+				go func() {
+					_, werr := st.Write(make([]byte, size))
+					cerr := st.Close()
+					done <- errors.Join(werr, cerr)
+				}()
+				select {
+				case err := <-done:
+					require.Error(t, err, "the upload reported success, but nobody read it")
+				case <-time.After(30 * time.Second):
+					_ = st.CloseWithError(nil)
+					t.Fatal("the upload hangs after the receiver closed")
+				}
+				got, err := c.Call(context.Background(), echoProc, []byte("next"))
+				require.NoError(t, err, "the connection carries on")
+				assert.Equal(t, "next", string(got))
+			})
+		}
+	}
+}
+
+// Once the peer has finished its side, Write fails with ErrPeerFinished at
+// once instead of queueing data nobody reads.
+func TestWriteAfterThePeerFinishedFails(t *testing.T) {
+	c, _ := pair(t, nil, &rpc.Options{Handlers: streamMux(t)})
+	st, _, err := c.OpenStream(context.Background(), sendProc, sendArgs(0, 1), nil) // an empty download
+	require.NoError(t, err)
+	n, err := st.Read(make([]byte, 1))
+	require.Equal(t, 0, n)
+	require.ErrorIs(t, err, io.EOF)
+	_, err = st.Write([]byte("too late"))
+	require.ErrorIs(t, err, stream.ErrPeerFinished)
+	require.NoError(t, st.Close(), "nothing was sent, so acknowledging the empty download is right")
 }

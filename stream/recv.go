@@ -171,6 +171,7 @@ func (s *Stream) peerFinished() {
 	s.mu.Lock()
 	s.eof = true
 	s.recvCond.Broadcast()
+	s.sendCond.Broadcast()
 	s.mu.Unlock()
 }
 
@@ -196,6 +197,7 @@ func (s *Stream) gotOK() {
 	}
 	s.eof = true
 	s.recvCond.Broadcast()
+	s.sendCond.Broadcast() // a writer waiting for credit learns the peer finished
 	s.mu.Unlock()
 }
 

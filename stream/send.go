@@ -95,6 +95,10 @@ func (s *Stream) sendErrLocked() error {
 		return s.rerr
 	case s.finSent:
 		return ErrClosed
+	case s.eof:
+		// The peer finished its side: a stream carries data one way at a
+		// time, so it will not read what we would send.
+		return ErrPeerFinished
 	}
 	return nil
 }
@@ -252,7 +256,11 @@ func (s *Stream) WriteHole(ctx context.Context, n int64) error {
 // all data was sent and waits for its verdict: nil once the receiver has
 // consumed everything, or the receiver's error (a *frame.Error), for example
 // when its sink failed. On the receiving side, after io.EOF, it acknowledges
-// the end; before the end it aborts the stream toward the sender.
+// the end; before the end it aborts the stream toward the sender. A side
+// that has received no data yet cannot tell that it is the receiver: its
+// Close finishes an empty stream, and a peer that was sending learns it
+// (its Write and Close return ErrPeerFinished; it then aborts, so this
+// Close returns an error too). To refuse an upload, CloseWithError says why.
 func (s *Stream) Close() error { return s.Finish(context.Background()) }
 
 // Finish is Close with a context bounding the wait for the verdict. If ctx
@@ -283,6 +291,14 @@ func (s *Stream) Finish(ctx context.Context) error {
 	if !s.eof && s.gotData {
 		s.mu.Unlock()
 		return s.CloseWithError(ErrReceiverClosed)
+	}
+	if s.eof && s.sentBytes.Load() > 0 {
+		// We sent data and the peer finished instead of consuming it (its
+		// Close came before our data): acknowledging would lose the data
+		// without a word, so abort, and the peer's Close learns it too.
+		s.mu.Unlock()
+		_ = s.CloseWithError(ErrPeerFinished)
+		return ErrPeerFinished
 	}
 	if s.eof {
 		// Receiver: acknowledge the sender's finish.

@@ -44,6 +44,11 @@ var (
 	// ErrReceiverClosed is sent to the sender when the receiver closes
 	// before the end of the data.
 	ErrReceiverClosed = errors.New("virtrpc: receiver closed the stream before its end")
+	// ErrPeerFinished: the peer finished its side of the stream (closed it
+	// without sending data, or before ours arrived), so data written to it
+	// would not be read. Close after sending data returns it, and the peer
+	// is told.
+	ErrPeerFinished = errors.New("virtrpc: the peer finished the stream without reading the data sent to it")
 )
 
 // Options are what a user chooses when opening a stream. A nil *Options
