@@ -248,6 +248,9 @@ func migrate(ctx context.Context, cfg config, conn *rpc.Conn, out, progressW io.
 	if err != nil {
 		return nil, fmt.Errorf("perform: %w", err)
 	}
+	if err := lat.failure(); err != nil {
+		return nil, fmt.Errorf("perform: control call during the stream: %w", err)
+	}
 	o := &outcome{bytes: n, dur: dur, sum: h.Sum(nil)}
 	o.p50, o.p99, o.calls = lat.percentiles()
 	fmt.Fprintf(out, "perform   %d bytes sent, all consumed by the destination\n", n)
@@ -286,6 +289,9 @@ func poll(ctx context.Context, conn *rpc.Conn, lat *latencies) (stop func()) {
 			t0 := time.Now()
 			var q queryRet
 			if err := conn.CallXDR(ctx, procQuery, nil, &q); err != nil {
+				if ctx.Err() == nil {
+					lat.fail(err) // a control call that fails fails the run
+				}
 				return
 			}
 			lat.add(time.Since(t0))

@@ -87,8 +87,23 @@ func fmtDur(d time.Duration) string {
 
 // latencies collects the round-trip times of the control call.
 type latencies struct {
-	mu sync.Mutex
-	d  []time.Duration
+	mu  sync.Mutex
+	d   []time.Duration
+	err error // the first failed call: the run fails with it
+}
+
+func (l *latencies) fail(err error) {
+	l.mu.Lock()
+	if l.err == nil {
+		l.err = err
+	}
+	l.mu.Unlock()
+}
+
+func (l *latencies) failure() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
 }
 
 func (l *latencies) add(d time.Duration) {

@@ -30,7 +30,9 @@ func main() {
 		}
 		go func() { // the reply goes first; then the data flows
 			h := sha256.New()
-			_, _ = io.Copy(h, st)
+			if _, err := io.Copy(h, st); err != nil {
+				return // the stream was aborted: the sender's Close says why
+			}
 			sums <- h.Sum(nil)
 			_ = st.Close() // the sender's Close returns this verdict
 		}()
@@ -48,8 +50,13 @@ func main() {
 	}
 	h := sha256.New()
 	n := must(io.Copy(st, io.TeeReader(io.LimitReader(rand.NewChaCha8([32]byte{}), 1<<30), h)))
-	fmt.Printf("sent %d bytes, verdict %v, sha256 %x… matches at the server: %v\n",
-		n, st.Close(), h.Sum(nil)[:8], bytes.Equal(<-sums, h.Sum(nil)))
+	if err := st.Close(); err != nil { // the server's verdict
+		log.Fatal(err)
+	}
+	if !bytes.Equal(<-sums, h.Sum(nil)) {
+		log.Fatal("sha256 differs at the server")
+	}
+	fmt.Printf("sent %d bytes, sha256 %x… matches at the server\n", n, h.Sum(nil)[:8])
 }
 
 func must[T any](v T, err error) T {
