@@ -218,11 +218,10 @@ func decodeRemoteError(payload []byte) error {
 // handleReply pairs a REPLY with its call. A reply nobody asked for is a
 // protocol violation; the late reply of a cancelled call is dropped.
 func (c *Conn) handleReply(h frame.Header, fr *frame.Reader) error {
+	// The call stays pending until its reply is read whole: if the reply is
+	// bad or cut short, the connection's close finishes the call with why.
 	c.mu.Lock()
 	pc, ok := c.pending[h.Serial]
-	if ok {
-		delete(c.pending, h.Serial)
-	}
 	c.mu.Unlock()
 	if !ok {
 		return fmt.Errorf("reply to serial %d, which has no call outstanding", h.Serial)
@@ -237,7 +236,14 @@ func (c *Conn) handleReply(h frame.Header, fr *frame.Reader) error {
 	if err != nil {
 		return err
 	}
-	pc.finish(reply{h: h, payload: payload}, nil)
+	c.mu.Lock()
+	if ok = c.pending[h.Serial] == pc; ok {
+		delete(c.pending, h.Serial)
+	}
+	c.mu.Unlock()
+	if ok { // else the connection closed meanwhile and finished it
+		pc.finish(reply{h: h, payload: payload}, nil)
+	}
 	return nil
 }
 

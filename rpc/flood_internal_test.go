@@ -58,7 +58,7 @@ func TestControlBacklogClosesTheConnection(t *testing.T) {
 	frame.PutHeader(credit[:], h, frame.CreditPayloadSize)
 	// The writer takes one batch, blocks writing it, and the rest waits:
 	// twice the bound (and one) must be more than can be queued.
-	for range 2*maxControlQueue/len(credit) + 1 {
+	for range 2*maxControlQueue + 1 {
 		c.sched.sendControl(credit[:], false) // as the read loop queues credit
 	}
 	select {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -237,4 +238,65 @@ func TestWriteAfterThePeerFinishedFails(t *testing.T) {
 	_, err = st.Write([]byte("too late"))
 	require.ErrorIs(t, err, stream.ErrPeerFinished)
 	require.NoError(t, st.Close(), "nothing was sent, so acknowledging the empty download is right")
+}
+
+// emfileListener fails every Accept with EMFILE until it is closed.
+type emfileListener struct {
+	net.Listener
+	closed chan struct{}
+	once   sync.Once
+}
+
+func (l *emfileListener) Accept() (net.Conn, error) {
+	select {
+	case <-l.closed:
+		return nil, net.ErrClosed
+	default:
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Err: syscall.EMFILE}
+	}
+}
+
+func (l *emfileListener) Close() error { l.once.Do(func() { close(l.closed) }); return nil }
+
+// Serve cancelled while it backs off from Accept errors returns ctx's error.
+func TestServeCancelledDuringAcceptBackoff(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	res := make(chan error, 1)
+	go func() { res <- rpc.Serve(ctx, &emfileListener{closed: make(chan struct{})}, nil, nil) }()
+	time.Sleep(20 * time.Millisecond) // into the backoff
+	cancel()
+	select {
+	case err := <-res:
+		require.ErrorIs(t, err, context.Canceled)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+}
+
+// A stream aborted with a long error (libvirt allows 4 MiB of message) fails
+// that stream with the error, not the whole connection.
+func TestStreamAbortWithALongErrorKeepsTheConnection(t *testing.T) {
+	longAbort := rpc.Procedure{Prog: 0x1234, Vers: 1, Proc: 80}
+	mux := echoMux()
+	text := strings.Repeat("x", 1100<<10)
+	mux.Handle(longAbort, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
+		st, err := req.Stream(nil)
+		if err != nil {
+			return nil, err
+		}
+		if err := req.Reply(nil); err != nil {
+			return nil, err
+		}
+		return nil, st.CloseWithError(errors.New(text))
+	})
+	c, _ := pair(t, nil, &rpc.Options{Handlers: mux})
+	st, _, err := c.OpenStream(context.Background(), longAbort, nil, nil)
+	require.NoError(t, err)
+	_, err = io.ReadAll(st)
+	var re *rpc.Error
+	require.ErrorAs(t, err, &re, "the stream fails with the handler's error")
+	assert.Equal(t, text, re.Text())
+	require.NoError(t, c.Err(), "and the connection carries on")
+	_, err = c.Call(context.Background(), echoProc, nil)
+	require.NoError(t, err)
 }

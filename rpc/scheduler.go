@@ -1,7 +1,7 @@
 package rpc
 
 import (
-	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -19,10 +19,12 @@ const maxBatch = 64 << 10
 // maxControlQueue bounds the control messages (pongs, credit, stream
 // acknowledgements) waiting for the socket. They are queued from the read
 // loop, which must not wait, so a peer that sends without ever reading would
-// grow the queue without end; past this bound the connection closes.
-const maxControlQueue = 1 << 20
+// grow the queue without end; past this bound the connection closes. It
+// counts messages, not bytes: those a peer can cause are 36 bytes at most
+// (about 1 MiB in all), while a stream abort of ours may carry a long error.
+const maxControlQueue = 1 << 15
 
-var errControlBacklog = errors.New("the peer reads nothing: over 1 MiB of control messages queued")
+var errControlBacklog = fmt.Errorf("the peer reads nothing: over %d control messages queued", maxControlQueue)
 
 // scheduler is the connection's single writer. Priority: control (keepalive,
 // credit) first, then calls, replies and messages, then stream data, one
@@ -74,7 +76,7 @@ func (s *scheduler) sendControl(msg []byte, direct bool) {
 		s.mu.Unlock()
 		return
 	}
-	if len(s.ctrl)+len(msg) > maxControlQueue {
+	if s.ctrlN >= maxControlQueue {
 		s.mu.Unlock()
 		s.c.closeWith(errControlBacklog)
 		return

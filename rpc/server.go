@@ -45,6 +45,7 @@ func Serve(ctx context.Context, l Listener, opts *Options, onConn func(*Conn)) e
 					continue
 				case <-ctx.Done():
 					t.Stop()
+					aerr = ctx.Err()
 				}
 			}
 			err = aerr
