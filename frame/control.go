@@ -102,3 +102,21 @@ func ParseCredit(p []byte) (uint64, error) {
 	}
 	return binary.BigEndian.Uint64(p), nil
 }
+
+// VerdictPayloadSize is the size of a native-mode verdict: the receiver's
+// STREAM/OK answering the sender's finish carries an unsigned hyper, the
+// data bytes it consumed. A finish itself is STREAM/OK with an empty
+// payload, so the two cannot be taken for each other when both sides finish
+// at once.
+const VerdictPayloadSize = 8
+
+// PutVerdict writes a verdict payload.
+func PutVerdict(b []byte, consumed uint64) { binary.BigEndian.PutUint64(b, consumed) }
+
+// ParseVerdict decodes a verdict payload.
+func ParseVerdict(p []byte) (uint64, error) {
+	if len(p) != VerdictPayloadSize {
+		return 0, fmt.Errorf("virtrpc: verdict payload of %d bytes, want %d", len(p), VerdictPayloadSize)
+	}
+	return binary.BigEndian.Uint64(p), nil
+}

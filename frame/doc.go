@@ -85,6 +85,14 @@
 //     [ParseHole]), standing for length zero bytes.
 //   - Frames that arrive for a stream already closed are dropped, not fatal.
 //
+// In native mode (below) one rule differs: the receiver's STREAM/OK that
+// answers a finish carries an unsigned hyper, the data bytes it consumed
+// ([PutVerdict], [ParseVerdict]); the sender's Close fails unless that is
+// every byte it sent. The finish keeps its empty payload, so when a
+// receiver closes before any data arrived (finishing an empty stream of
+// its own) while the peer sends, neither side takes the other's finish for
+// a verdict, and the sender learns its data was not read.
+//
 // # Keepalive
 //
 // libvirt's keepalive program is 0x6b656570 ("keep"), version 1, with PING=1

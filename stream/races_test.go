@@ -71,7 +71,7 @@ func TestCloseDuringReadFromSendsNoDataAfterTheFinish(t *testing.T) {
 	close(r.release)
 	require.ErrorIs(t, <-copied, ErrClosed, "ReadFrom after the finish")
 
-	require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusOK, nil)) // the receiver's verdict
+	require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusOK, verdict(0))) // the receiver's verdict
 	require.NoError(t, <-closed)
 	want := []frame.Header{{Prog: hdr.Prog, Vers: hdr.Vers, Proc: hdr.Proc, Serial: hdr.Serial, Type: frame.TypeStream, Status: frame.StatusOK}}
 	assert.Empty(t, cmp.Diff(want, l.frames(t)), "frames sent: the finish and nothing after it")
@@ -95,7 +95,7 @@ func TestCloseWithErrorWakesAWaitingClose(t *testing.T) {
 	case err := <-closed:
 		require.ErrorIs(t, err, deadline)
 	case <-time.After(testTimeout):
-		require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusOK, nil)) // let it go, for goleak
+		require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusOK, verdict(4))) // let it go, for goleak
 		<-closed
 		t.Fatal("Close still waits for a verdict after CloseWithError")
 	}
@@ -150,4 +150,78 @@ func TestTinyFramesHoldBoundedMemory(t *testing.T) {
 	require.NoError(t, err)
 	assert.True(t, bytes.Equal(want, got), "the bytes read back in order")
 	require.NoError(t, s.Close())
+}
+
+// Native verdicts count the bytes consumed: a count short of what was sent
+// fails Close, and an empty OK after our finish is the peer's own finish
+// (both closed at once), which fails Close if we had sent data.
+func TestNativeVerdicts(t *testing.T) {
+	newSender := func(t *testing.T) (*Stream, *fakeLink, chan error) {
+		l := &fakeLink{}
+		s := New(l, Config{Header: hdr, Role: Native, ChunkSize: 64 << 10, SendCredit: 1 << 20, RecvWindow: 1 << 20})
+		_, err := s.Write([]byte("ten bytes!"))
+		require.NoError(t, err)
+		closed := make(chan error, 1)
+		go func() { closed <- s.Close() }()
+		require.Eventually(t, func() bool { return len(l.frames(t)) == 2 }, testTimeout, tick) // data, finish
+		return s, l, closed
+	}
+	t.Run("every byte consumed", func(t *testing.T) {
+		s, _, closed := newSender(t)
+		require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusOK, verdict(10)))
+		require.NoError(t, <-closed)
+	})
+	t.Run("fewer bytes consumed than sent", func(t *testing.T) {
+		s, _, closed := newSender(t)
+		require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusOK, verdict(4)))
+		err := <-closed
+		require.ErrorIs(t, err, ErrIncomplete)
+		assert.ErrorContains(t, err, "consumed 4 of the 10 bytes")
+	})
+	t.Run("the peer's finish crossed ours", func(t *testing.T) {
+		s, _, closed := newSender(t)
+		require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusOK, nil))
+		require.ErrorIs(t, <-closed, ErrPeerFinished)
+	})
+	t.Run("a verdict without a finish", func(t *testing.T) {
+		s := New(&fakeLink{}, Config{Header: hdr, Role: Native, RecvWindow: 1 << 20})
+		assert.ErrorContains(t, feed(t, s, frame.TypeStream, frame.StatusOK, verdict(0)), "verdict without a finish")
+	})
+	t.Run("an OK payload that is neither", func(t *testing.T) {
+		s := New(&fakeLink{}, Config{Header: hdr, Role: Native, RecvWindow: 1 << 20})
+		assert.ErrorContains(t, feed(t, s, frame.TypeStream, frame.StatusOK, []byte("12345")), "5-byte payload")
+	})
+	t.Run("the receiver's verdict counts what it read", func(t *testing.T) {
+		l := &fakeLink{}
+		s := New(l, Config{Header: hdr, Role: Native, RecvWindow: 1 << 20, MaxWindow: 1 << 20})
+		require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusContinue, []byte("ten bytes!")))
+		require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusOK, nil))
+		got, err := io.ReadAll(s)
+		require.NoError(t, err)
+		require.Equal(t, "ten bytes!", string(got))
+		require.NoError(t, s.Close())
+		l.mu.Lock()
+		out := l.out.Bytes()
+		l.mu.Unlock()
+		fr := frame.NewReader(bytes.NewReader(out), nil)
+		h, n, err := fr.Next()
+		require.NoError(t, err)
+		assert.Equal(t, frame.StatusOK, h.Status)
+		require.Equal(t, frame.VerdictPayloadSize, n)
+		p, err := fr.Payload()
+		require.NoError(t, err)
+		consumed, err := frame.ParseVerdict(p)
+		require.NoError(t, err)
+		assert.EqualValues(t, 10, consumed)
+	})
+	t.Run("a receiver closing with data unread aborts", func(t *testing.T) {
+		l := &fakeLink{}
+		s := New(l, Config{Header: hdr, Role: Native, RecvWindow: 1 << 20, MaxWindow: 1 << 20})
+		require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusContinue, []byte("unread")))
+		require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusOK, nil))
+		require.NoError(t, s.Close())
+		hs := l.frames(t)
+		require.NotEmpty(t, hs)
+		assert.Equal(t, frame.StatusError, hs[len(hs)-1].Status, "an abort, not a verdict")
+	})
 }

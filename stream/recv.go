@@ -55,11 +55,22 @@ func (s *Stream) HandleFrame(h frame.Header, fr *frame.Reader) error {
 		}
 		return s.recvData(fr, n)
 	case frame.StatusOK:
-		if err := fr.Discard(); err != nil {
+		if s.cfg.Role != Native || n == 0 {
+			if err := fr.Discard(); err != nil { // libvirt's OK is empty
+				return err
+			}
+			s.gotOK(false, 0)
+			return nil
+		}
+		var p [frame.VerdictPayloadSize]byte
+		if n != len(p) {
+			return fmt.Errorf("stream OK with a %d-byte payload, want 0 (a finish) or %d (a verdict)", n, len(p))
+		}
+		if err := fr.ReadFull(p[:]); err != nil {
 			return err
 		}
-		s.gotOK()
-		return nil
+		consumed, _ := frame.ParseVerdict(p[:])
+		return s.gotOK(true, consumed)
 	case frame.StatusError:
 		p, err := fr.Payload()
 		if err != nil {
@@ -170,14 +181,55 @@ func (s *Stream) recvHole(length int64) {
 func (s *Stream) peerFinished() {
 	s.mu.Lock()
 	s.eof = true
+	if s.finSent && !s.verdict && s.lerr == nil && s.rerr == nil && s.sentBytes.Load() > 0 {
+		// We were sending and had finished; the peer ended its side
+		// instead of answering: it did not read our data.
+		s.rerr = ErrPeerFinished
+	}
 	s.recvCond.Broadcast()
 	s.sendCond.Broadcast()
 	s.mu.Unlock()
 }
 
-// gotOK handles STREAM/OK: the verdict on our finish, or the sender's finish.
-func (s *Stream) gotOK() {
+// gotOK handles STREAM/OK: the verdict on our finish, or the peer's finish.
+// In native mode a verdict carries the bytes the receiver consumed, and a
+// finish nothing; compat mode tells them apart by who finished first.
+func (s *Stream) gotOK(isVerdict bool, consumed uint64) error {
 	s.mu.Lock()
+	if isVerdict && !s.finSent {
+		s.mu.Unlock()
+		return errors.New("stream verdict without a finish")
+	}
+	if s.cfg.Role == Native && s.finSent && !isVerdict && s.lerr == nil {
+		// Both sides finished at once: the peer's finish crossed ours.
+		// Nothing we sent was lost only if we sent nothing.
+		s.eof = true
+		s.verdict = s.sentBytes.Load() == 0
+		if !s.verdict && s.rerr == nil {
+			s.rerr = ErrPeerFinished
+		}
+		s.sendCond.Broadcast()
+		s.recvCond.Broadcast()
+		s.mu.Unlock()
+		return nil
+	}
+	if isVerdict && s.lerr == nil && s.rerr == nil && consumed != uint64(s.sentBytes.Load()) {
+		s.rerr = fmt.Errorf("%w: the receiver consumed %d of the %d bytes sent", ErrIncomplete, consumed, s.sentBytes.Load())
+		s.sendCond.Broadcast()
+		s.mu.Unlock()
+		return nil
+	}
+	if s.cfg.Role == CompatServer && s.finSent && s.gotData && s.sentBytes.Load() == 0 && s.lerr == nil && s.rerr == nil {
+		// Our end-of-data marker of an empty send crossed the client's
+		// upload: this OK is its finish, and the data was not read. Tell
+		// it so, as libvirtd reports a failed upload.
+		s.eof, s.verdict = true, true
+		s.sendCond.Broadcast()
+		s.recvCond.Broadcast()
+		s.mu.Unlock()
+		s.sendOOB(frame.StatusError, encodeAbort(ErrReceiverClosed))
+		return nil
+	}
 	if s.finSent {
 		s.verdict = true
 		ack := s.cfg.Role == CompatServer && !s.eof && s.lerr == nil
@@ -193,12 +245,13 @@ func (s *Stream) gotOK() {
 		if aborted {
 			s.release() // the ack of our abort: nothing more will come
 		}
-		return
+		return nil
 	}
 	s.eof = true
 	s.recvCond.Broadcast()
 	s.sendCond.Broadcast() // a writer waiting for credit learns the peer finished
 	s.mu.Unlock()
+	return nil
 }
 
 // gotError handles STREAM/ERROR: the peer aborted, or failed.

@@ -288,7 +288,7 @@ func (s *Stream) Finish(ctx context.Context) error {
 		s.mu.Unlock()
 		return s.awaitVerdict(ctx)
 	}
-	if !s.eof && s.gotData {
+	if s.gotData && (!s.eof || s.inBytes > 0) { // data left unread
 		s.mu.Unlock()
 		return s.CloseWithError(ErrReceiverClosed)
 	}
@@ -301,11 +301,17 @@ func (s *Stream) Finish(ctx context.Context) error {
 		return ErrPeerFinished
 	}
 	if s.eof {
-		// Receiver: acknowledge the sender's finish.
+		// Receiver: acknowledge the sender's finish; in native mode the
+		// verdict says how much was consumed (all of it, by now).
 		s.finSent = true
 		wait := s.cfg.Role == CompatClient
+		var verdict []byte
+		if s.cfg.Role == Native {
+			verdict = make([]byte, frame.VerdictPayloadSize)
+			frame.PutVerdict(verdict, uint64(s.consumed))
+		}
 		s.mu.Unlock()
-		s.sendOOB(frame.StatusOK, nil)
+		s.sendOOB(frame.StatusOK, verdict)
 		if !wait {
 			s.setClosed()
 			s.release()
@@ -392,12 +398,7 @@ func (s *Stream) CloseWithError(err error) error {
 
 	var payload []byte
 	if s.cfg.Role != CompatClient {
-		var fe *frame.Error
-		if !errors.As(err, &fe) {
-			fe = frame.NewError(frame.CodeOperationAborted, "%s", err.Error())
-			fe.Domain = frame.DomainStream
-		}
-		payload = frame.EncodeError(fe)
+		payload = encodeAbort(err)
 	}
 	s.sendOOB(frame.StatusError, payload)
 	// libvirtd acknowledges a client's abort; other roles expect nothing.
@@ -406,6 +407,17 @@ func (s *Stream) CloseWithError(err error) error {
 		s.release()
 	}
 	return nil
+}
+
+// encodeAbort is the error payload of an abort: err itself if it is a
+// *frame.Error, else an operation-aborted error in the stream domain.
+func encodeAbort(err error) []byte {
+	var fe *frame.Error
+	if !errors.As(err, &fe) {
+		fe = frame.NewError(frame.CodeOperationAborted, "%s", err.Error())
+		fe.Domain = frame.DomainStream
+	}
+	return frame.EncodeError(fe)
 }
 
 func (s *Stream) dropQueueLocked() {

@@ -44,6 +44,9 @@ var (
 	// ErrReceiverClosed is sent to the sender when the receiver closes
 	// before the end of the data.
 	ErrReceiverClosed = errors.New("virtrpc: receiver closed the stream before its end")
+	// ErrIncomplete: the receiver's verdict counts fewer bytes consumed than
+	// were sent (native mode).
+	ErrIncomplete = errors.New("virtrpc: stream incomplete")
 	// ErrPeerFinished: the peer finished its side of the stream (closed it
 	// without sending data, or before ours arrived), so data written to it
 	// would not be read. Close after sending data returns it, and the peer

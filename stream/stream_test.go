@@ -61,6 +61,13 @@ func (l *fakeLink) frames(t *testing.T) []frame.Header {
 
 var hdr = frame.Header{Prog: 7, Vers: 1, Proc: 3, Serial: 9}
 
+// verdict is a native receiver's answer to a finish: it consumed n bytes.
+func verdict(n uint64) []byte {
+	b := make([]byte, frame.VerdictPayloadSize)
+	frame.PutVerdict(b, n)
+	return b
+}
+
 // feed hands the stream one message as the read loop would.
 func feed(t *testing.T, s *Stream, typ frame.Type, status frame.Status, payload []byte) error {
 	h := hdr
@@ -92,7 +99,7 @@ func TestNativeSenderWaitsForCredit(t *testing.T) {
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close() }()
 	require.Eventually(t, func() bool { hs := l.frames(t); return len(hs) > 0 && hs[len(hs)-1].Status == frame.StatusOK }, testTimeout, tick)
-	require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusOK, nil)) // the receiver's verdict
+	require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusOK, verdict(200<<10))) // the receiver's verdict
 	require.NoError(t, <-closed)
 	assert.True(t, l.released)
 }
