@@ -205,8 +205,12 @@ func (s *Stream) gotOK(isVerdict bool, consumed uint64) error {
 		// Nothing we sent was lost only if we sent nothing.
 		s.eof = true
 		s.verdict = s.sentBytes.Load() == 0
-		if !s.verdict && s.rerr == nil {
+		switch {
+		case s.rerr != nil:
+		case !s.verdict:
 			s.rerr = ErrPeerFinished
+		case s.gotData:
+			s.rerr = ErrReceiverClosed // data came after our finish, unread
 		}
 		s.sendCond.Broadcast()
 		s.recvCond.Broadcast()
@@ -224,6 +228,7 @@ func (s *Stream) gotOK(isVerdict bool, consumed uint64) error {
 		// upload: this OK is its finish, and the data was not read. Tell
 		// it so, as libvirtd reports a failed upload.
 		s.eof, s.verdict = true, true
+		s.rerr = ErrReceiverClosed // for our Close: it dropped an upload
 		s.sendCond.Broadcast()
 		s.recvCond.Broadcast()
 		s.mu.Unlock()

@@ -108,7 +108,7 @@ func (s *Stream) sendErrLocked() error {
 // finish itself (fin): data that raced a Close from another goroutine would
 // otherwise follow the finish, which the receiver takes for a protocol
 // violation of the whole connection.
-func (s *Stream) push(of outFrame, typ frame.Type, status frame.Status, fin bool) error {
+func (s *Stream) push(of outFrame, typ frame.Type, status frame.Status, fin bool, data int) error {
 	h := s.cfg.Header
 	h.Type, h.Status = typ, status
 	frame.PutHeader(of.msg, h, len(of.msg)-frame.Overhead)
@@ -126,6 +126,7 @@ func (s *Stream) push(of outFrame, typ frame.Type, status frame.Status, fin bool
 		return err
 	}
 	s.outq = append(s.outq, of)
+	s.sentBytes.Add(int64(data)) // with the queueing: a finish queued after it sees it counted
 	sched := !s.scheduled && !s.held
 	if sched {
 		s.scheduled = true
@@ -138,16 +139,12 @@ func (s *Stream) push(of outFrame, typ frame.Type, status frame.Status, fin bool
 }
 
 func (s *Stream) pushData(buf *[]byte, n int) error {
-	if err := s.push(outFrame{buf: buf, msg: (*buf)[:frame.Overhead+n]}, frame.TypeStream, frame.StatusContinue, false); err != nil {
-		return err
-	}
-	s.sentBytes.Add(int64(n))
-	return nil
+	return s.push(outFrame{buf: buf, msg: (*buf)[:frame.Overhead+n]}, frame.TypeStream, frame.StatusContinue, false, n)
 }
 
 // pushFinish queues the header-only frame that ends the data.
 func (s *Stream) pushFinish(status frame.Status) {
-	_ = s.push(outFrame{msg: make([]byte, frame.Overhead)}, frame.TypeStream, status, true)
+	_ = s.push(outFrame{msg: make([]byte, frame.Overhead)}, frame.TypeStream, status, true, 0)
 }
 
 // sendOOB sends a STREAM frame ahead of data: acknowledgements and aborts,
@@ -249,7 +246,7 @@ func (s *Stream) WriteHole(ctx context.Context, n int64) error {
 	}
 	msg := make([]byte, frame.Overhead+frame.HolePayloadSize)
 	frame.PutHole(msg[frame.Overhead:], n, 0)
-	return s.push(outFrame{msg: msg}, frame.TypeStreamHole, frame.StatusContinue, false)
+	return s.push(outFrame{msg: msg}, frame.TypeStreamHole, frame.StatusContinue, false, 0)
 }
 
 // Close finishes the stream. On the sending side it tells the receiver that
@@ -288,7 +285,7 @@ func (s *Stream) Finish(ctx context.Context) error {
 		s.mu.Unlock()
 		return s.awaitVerdict(ctx)
 	}
-	if s.gotData && (!s.eof || s.inBytes > 0) { // data left unread
+	if s.gotData && (!s.eof || s.inBytes > 0 || len(s.inq) > 0) { // data or a hole left unread
 		s.mu.Unlock()
 		return s.CloseWithError(ErrReceiverClosed)
 	}
@@ -305,6 +302,7 @@ func (s *Stream) Finish(ctx context.Context) error {
 		// verdict says how much was consumed (all of it, by now).
 		s.finSent = true
 		wait := s.cfg.Role == CompatClient
+		s.verdict = !wait // our acknowledgement is the outcome: a concurrent Close shares it
 		var verdict []byte
 		if s.cfg.Role == Native {
 			verdict = make([]byte, frame.VerdictPayloadSize)
