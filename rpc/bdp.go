@@ -37,6 +37,10 @@ type bdpEstimator struct {
 	sentAt    time.Time
 	bytesAt   int64
 	lastProbe time.Time
+	// a keepalive ping went out over a probe: the pongs cannot be told
+	// apart, so probing waits until the stray one is surely back
+	tainted   bool
+	holdUntil time.Time
 
 	target  int64
 	prev    int64 // the target one probe ago: what the sender was using during this probe
@@ -66,7 +70,7 @@ func (b *bdpEstimator) window() int64 {
 func (b *bdpEstimator) dataReceived() {
 	now := time.Now()
 	b.mu.Lock()
-	if !b.sentAt.IsZero() || now.Sub(b.lastProbe) < bdpMinInterval {
+	if !b.sentAt.IsZero() || b.tainted || now.Before(b.holdUntil) || now.Sub(b.lastProbe) < bdpMinInterval {
 		b.mu.Unlock()
 		return
 	}
@@ -80,10 +84,25 @@ func (b *bdpEstimator) dataReceived() {
 	b.c.sendKeepalive(frame.KeepalivePing, false)
 }
 
+// keepalivePing is called when the keepalive sends a ping while another
+// ping is unanswered: the outstanding probe, if any, is dropped.
+func (b *bdpEstimator) keepalivePing() {
+	b.mu.Lock()
+	b.sentAt = time.Time{}
+	b.tainted = true
+	b.mu.Unlock()
+}
+
 // pong ends a probe.
 func (b *bdpEstimator) pong(now time.Time) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.tainted {
+		// One or two pongs answer the two pings; wait out the second.
+		b.tainted = false
+		b.holdUntil = now.Add(max(b.c.cfg.KeepaliveInterval, time.Second, 4*b.c.helloRTT))
+		return
+	}
 	if b.sentAt.IsZero() {
 		return
 	}

@@ -52,3 +52,32 @@ func TestWindowIsCapped(t *testing.T) {
 	b := probeSim(t, 1.25e9, 100*time.Millisecond, 60)
 	assert.EqualValues(t, b.c.cfg.MaxStreamWindow, b.window())
 }
+
+// A keepalive ping sent while a bandwidth probe is out (the link stalled
+// for a keepalive interval) gets its own pong, indistinguishable from the
+// probe's. Were it taken as the next probe's pong, a round trip of
+// microseconds would become the connection's minimum for good, and windows
+// would stay at their floor on a long link.
+func TestStrayKeepalivePongIsNotAProbe(t *testing.T) {
+	const rtt = 20 * time.Millisecond
+	c := &Conn{cfg: resolve(nil), helloRTT: rtt}
+	c.sched.init(c)
+	c.sched.closing = true // sendKeepalive queues nothing
+	c.bdp.init(c)
+
+	c.bdp.dataReceived()        // probe P: its ping is out
+	c.keepaliveTick(time.Now()) // silent for an interval: a second ping
+	time.Sleep(2 * rtt)
+	c.stats.streamBytesIn.Add(1 << 20)
+	c.gotPong() // P's pong
+	time.Sleep(2 * time.Millisecond)
+	c.stats.streamBytesIn.Add(64 << 10)
+	c.bdp.dataReceived() // the data behind it would start probe P2
+	c.gotPong()          // the keepalive ping's pong, right behind
+	c.bdp.mu.Lock()
+	minRTT := c.bdp.minRTT
+	c.bdp.mu.Unlock()
+	if minRTT != 0 {
+		assert.GreaterOrEqual(t, minRTT, rtt/2, "the smallest round trip on a %v link", rtt)
+	}
+}

@@ -51,10 +51,18 @@ func (c *Conn) keepalive() {
 			}
 			if idle >= interval && now.Sub(lastPing) >= interval {
 				lastPing = now
-				c.stats.pingSent.CompareAndSwap(0, now.UnixNano())
-				c.sendKeepalive(frame.KeepalivePing, true)
-				c.stats.pingsOut.Add(1)
+				c.keepaliveTick(now)
 			}
 		}
 	}
+}
+
+// keepaliveTick sends the keepalive's PING. A ping already unanswered may
+// be a bandwidth probe's: its pong and ours cannot be told apart.
+func (c *Conn) keepaliveTick(now time.Time) {
+	if !c.stats.pingSent.CompareAndSwap(0, now.UnixNano()) {
+		c.bdp.keepalivePing()
+	}
+	c.sendKeepalive(frame.KeepalivePing, true)
+	c.stats.pingsOut.Add(1)
 }

@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/virtrpc/virtrpc/frame"
@@ -134,7 +135,9 @@ func resolve(o *Options) config {
 	if c.NotSentLowat == 0 {
 		c.NotSentLowat = 32 << 10
 	}
-	c.StreamWindow = max(c.StreamWindow, minPeerWindow) // what a peer's HELLO must announce
+	// At least what a peer's HELLO must announce, at most what it can (a
+	// 32-bit field: a larger window would be announced truncated and stall).
+	c.StreamWindow = int(min(int64(max(c.StreamWindow, minPeerWindow)), math.MaxUint32))
 	c.MaxStreamWindow = max(c.MaxStreamWindow, c.StreamWindow)
 	c.ChunkSize = min(c.ChunkSize, c.MaxMessage-frame.HeaderSize)
 	if c.KeepaliveInterval == 0 {

@@ -192,7 +192,7 @@ func (s *Stream) Buffered() int {
 }
 
 // MaxBuffered is the most data the stream ever held unread. In native mode
-// it never exceeds the receive window.
+// it never exceeds BufferLimit.
 func (s *Stream) MaxBuffered() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
