@@ -2,6 +2,7 @@ package rpc
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/virtrpc/virtrpc/frame"
@@ -42,6 +43,13 @@ type bdpEstimator struct {
 	tainted   bool
 	holdUntil time.Time
 
+	// The link's window is shared by the streams receiving on it: each
+	// gets target / shares, where shares counts the streams that received
+	// data during the last probe (each stream's own window would put
+	// streams × bandwidth × RTT in flight, a standing queue).
+	active map[uint32]struct{} // serials of streams receiving during this probe
+	shares atomic.Int64
+
 	target  int64
 	prev    int64 // the target one probe ago: what the sender was using during this probe
 	floor   int64
@@ -56,20 +64,27 @@ func (b *bdpEstimator) init(c *Conn) {
 	b.floor = int64(c.cfg.StreamWindow)
 	b.target = b.floor
 	b.prev = b.floor
+	b.active = make(map[uint32]struct{})
+	b.shares.Store(1)
 }
 
-// window is the receive window streams move toward.
+// window is the receive window of the whole link.
 func (b *bdpEstimator) window() int64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	return b.target
 }
 
-// dataReceived runs on the read loop after stream data: it starts a probe
-// when none is outstanding.
-func (b *bdpEstimator) dataReceived() {
+// streamWindow is the receive window each stream moves toward: its share
+// of the link's (streams never go below their floor, StreamWindow).
+func (b *bdpEstimator) streamWindow() int64 { return b.window() / b.shares.Load() }
+
+// dataReceived runs on the read loop after data of stream serial: it starts
+// a probe when none is outstanding.
+func (b *bdpEstimator) dataReceived(serial uint32) {
 	now := time.Now()
 	b.mu.Lock()
+	b.active[serial] = struct{}{}
 	if !b.sentAt.IsZero() || b.tainted || now.Before(b.holdUntil) || now.Sub(b.lastProbe) < bdpMinInterval {
 		b.mu.Unlock()
 		return
@@ -112,6 +127,8 @@ func (b *bdpEstimator) pong(now time.Time) {
 	if rtt <= 0 {
 		return
 	}
+	b.shares.Store(int64(max(1, len(b.active))))
+	clear(b.active)
 	if b.minRTT == 0 || rtt < b.minRTT {
 		b.minRTT = rtt
 	}

@@ -33,6 +33,51 @@ func probeSim(t *testing.T, rate float64, minRTT time.Duration, probes int) *bdp
 	return b
 }
 
+// probeSimStreams is probeSim with n streams receiving, each under its
+// share of the link's window (never below the floor). It returns the bytes
+// in flight at the end.
+func probeSimStreams(t *testing.T, n int, rate float64, minRTT time.Duration, probes int) float64 {
+	t.Helper()
+	c := &Conn{cfg: resolve(nil), helloRTT: minRTT}
+	b := &c.bdp
+	b.init(c)
+	now := time.Unix(0, 0)
+	bdp := rate * minRTT.Seconds()
+	var inUse float64
+	for range probes {
+		inUse = float64(n) * float64(max(b.floor, b.prev/b.shares.Load()))
+		rtt := minRTT
+		if inUse > bdp {
+			rtt = time.Duration(float64(minRTT) * inUse / bdp)
+		}
+		sample := min(inUse, bdp) * float64(rtt) / float64(minRTT)
+		b.sentAt = now
+		b.bytesAt = c.stats.streamBytesIn.Load()
+		for i := range n {
+			b.active[uint32(i)] = struct{}{}
+		}
+		c.stats.streamBytesIn.Add(int64(sample))
+		now = now.Add(rtt)
+		b.pong(now)
+	}
+	return inUse
+}
+
+// Streams share the link's window: with several receiving, what is in
+// flight stays near 1.25 × bandwidth × RTT (or the streams' floors), not
+// that times the number of streams, which would be a standing queue in
+// front of every call.
+func TestStreamsShareTheLinksWindow(t *testing.T) {
+	const rate, rtt = 125e6, 40 * time.Millisecond // 1 Gbit/s, 40 ms: 5 MB
+	bdp := rate * rtt.Seconds()
+	for _, n := range []int{1, 2, 4} {
+		inFlight := probeSimStreams(t, n, rate, rtt, 60)
+		assert.InDelta(t, 1.25*bdp, inFlight, 0.15*bdp, "bytes in flight with %d streams", n)
+	}
+	floor := float64(resolve(nil).StreamWindow)
+	assert.InDelta(t, 16*floor, probeSimStreams(t, 16, rate, rtt, 60), 0.05*16*floor, "16 streams: each at its floor")
+}
+
 func TestWindowSlowStartThenBandwidthTimesMinRTT(t *testing.T) {
 	// 1 Gbit/s, 40 ms: the bandwidth-delay product is 5 MB.
 	b := probeSim(t, 125e6, 40*time.Millisecond, 40)
@@ -65,14 +110,14 @@ func TestStrayKeepalivePongIsNotAProbe(t *testing.T) {
 	c.sched.closing = true // sendKeepalive queues nothing
 	c.bdp.init(c)
 
-	c.bdp.dataReceived()        // probe P: its ping is out
+	c.bdp.dataReceived(1)       // probe P: its ping is out
 	c.keepaliveTick(time.Now()) // silent for an interval: a second ping
 	time.Sleep(2 * rtt)
 	c.stats.streamBytesIn.Add(1 << 20)
 	c.gotPong() // P's pong
 	time.Sleep(2 * time.Millisecond)
 	c.stats.streamBytesIn.Add(64 << 10)
-	c.bdp.dataReceived() // the data behind it would start probe P2
+	c.bdp.dataReceived(1) // the data behind it would start probe P2
 	c.gotPong()          // the keepalive ping's pong, right behind
 	c.bdp.mu.Lock()
 	minRTT := c.bdp.minRTT

@@ -252,7 +252,7 @@ func (c *Conn) route(h frame.Header, fr *frame.Reader) error {
 		if h.Type == frame.TypeStream && h.Status == frame.StatusContinue {
 			c.stats.streamBytesIn.Add(int64(fr.Remaining()))
 			if c.Mode() == ModeNative {
-				c.bdp.dataReceived()
+				c.bdp.dataReceived(h.Serial)
 			}
 		}
 		return s.HandleFrame(h, fr)

@@ -86,7 +86,7 @@ func (c *Conn) newStream(h frame.Header, opts *stream.Options, held bool) (*stre
 		cfg.MaxWindow = int64(c.cfg.MaxStreamWindow)
 		cfg.BufferLimit = int64(c.cfg.StreamBuffer)
 		cfg.Budget = c.budget
-		cfg.Target = c.bdp.window
+		cfg.Target = c.bdp.streamWindow
 	case c.isServer:
 		cfg.Role = stream.CompatServer
 	default:
