@@ -118,7 +118,7 @@ func TestStrayKeepalivePongIsNotAProbe(t *testing.T) {
 	time.Sleep(2 * time.Millisecond)
 	c.stats.streamBytesIn.Add(64 << 10)
 	c.bdp.dataReceived(1) // the data behind it would start probe P2
-	c.gotPong()          // the keepalive ping's pong, right behind
+	c.gotPong()           // the keepalive ping's pong, right behind
 	c.bdp.mu.Lock()
 	minRTT := c.bdp.minRTT
 	c.bdp.mu.Unlock()
