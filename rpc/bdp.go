@@ -15,6 +15,9 @@ const bdpMinInterval = time.Millisecond
 // rateSamples is how many probes the delivery-rate maximum is taken over.
 const rateSamples = 8
 
+// shareUnit is the fixed-point unit of bdpEstimator.shares.
+const shareUnit = 256
+
 // bdpEstimator sizes stream windows from the link itself, the way BBR sizes
 // a congestion window. The receiver sends a keepalive PING while stream data
 // arrives and counts the bytes received until the PONG: that gives the
@@ -44,11 +47,14 @@ type bdpEstimator struct {
 	holdUntil time.Time
 
 	// The link's window is shared by the streams receiving on it: each
-	// gets target / shares, where shares counts the streams that received
-	// data during the last probe (each stream's own window would put
-	// streams × bandwidth × RTT in flight, a standing queue).
-	active map[uint32]struct{} // serials of streams receiving during this probe
-	shares atomic.Int64
+	// gets target / shares, where shares is the bytes all streams received
+	// during the last probe over the most one stream received (N streams
+	// filling their windows count N; a stream that only trickles next to a
+	// bulk one counts next to nothing, so the bulk one keeps the link's
+	// window). Each stream's own window would put streams × bandwidth ×
+	// RTT in flight, a standing queue.
+	active map[uint32]int64 // bytes received per stream during this probe
+	shares atomic.Int64     // in 1/shareUnit
 
 	target  int64
 	prev    int64 // the target one probe ago: what the sender was using during this probe
@@ -64,8 +70,8 @@ func (b *bdpEstimator) init(c *Conn) {
 	b.floor = int64(c.cfg.StreamWindow)
 	b.target = b.floor
 	b.prev = b.floor
-	b.active = make(map[uint32]struct{})
-	b.shares.Store(1)
+	b.active = make(map[uint32]int64)
+	b.shares.Store(shareUnit)
 }
 
 // window is the receive window of the whole link.
@@ -77,14 +83,16 @@ func (b *bdpEstimator) window() int64 {
 
 // streamWindow is the receive window each stream moves toward: its share
 // of the link's (streams never go below their floor, StreamWindow).
-func (b *bdpEstimator) streamWindow() int64 { return b.window() / b.shares.Load() }
+func (b *bdpEstimator) streamWindow() int64 {
+	return b.window() * shareUnit / b.shares.Load()
+}
 
-// dataReceived runs on the read loop after data of stream serial: it starts
-// a probe when none is outstanding.
-func (b *bdpEstimator) dataReceived(serial uint32) {
+// dataReceived runs on the read loop after n bytes of data of stream
+// serial: it starts a probe when none is outstanding.
+func (b *bdpEstimator) dataReceived(serial uint32, n int64) {
 	now := time.Now()
 	b.mu.Lock()
-	b.active[serial] = struct{}{}
+	b.active[serial] += n
 	if !b.sentAt.IsZero() || b.tainted || now.Before(b.holdUntil) || now.Sub(b.lastProbe) < bdpMinInterval {
 		b.mu.Unlock()
 		return
@@ -127,7 +135,14 @@ func (b *bdpEstimator) pong(now time.Time) {
 	if rtt <= 0 {
 		return
 	}
-	b.shares.Store(int64(max(1, len(b.active))))
+	var total, top int64
+	for _, n := range b.active {
+		total += n
+		top = max(top, n)
+	}
+	if top > 0 {
+		b.shares.Store(max(shareUnit, total*shareUnit/top))
+	}
 	clear(b.active)
 	if b.minRTT == 0 || rtt < b.minRTT {
 		b.minRTT = rtt
@@ -137,7 +152,8 @@ func (b *bdpEstimator) pong(now time.Time) {
 	}
 	b.rates[b.rateIdx%rateSamples] = float64(sample) / rtt.Seconds()
 	b.rateIdx++
-	maxCap := int64(b.c.cfg.MaxStreamWindow)
+	// each stream is capped at MaxStreamWindow, the link at that × its shares
+	maxCap := min(int64(b.c.cfg.MaxStreamWindow)*b.shares.Load()/shareUnit, int64(b.c.cfg.ConnectionWindow))
 	// Credit granted at one probe reaches the sender a round trip later, so
 	// this probe's bytes were sent under the previous probe's target.
 	inUse := b.prev

@@ -250,9 +250,10 @@ func (c *Conn) route(h frame.Header, fr *frame.Reader) error {
 			return fr.Discard() // late frame for a finished stream
 		}
 		if h.Type == frame.TypeStream && h.Status == frame.StatusContinue {
-			c.stats.streamBytesIn.Add(int64(fr.Remaining()))
+			n := int64(fr.Remaining())
+			c.stats.streamBytesIn.Add(n)
 			if c.Mode() == ModeNative {
-				c.bdp.dataReceived(h.Serial)
+				c.bdp.dataReceived(h.Serial, n)
 			}
 		}
 		return s.HandleFrame(h, fr)
