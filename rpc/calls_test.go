@@ -242,11 +242,9 @@ func TestConcurrencyBound(t *testing.T) {
 	assert.Positive(t, refused.Load())
 }
 
-// A call whose ctx ends while the peer still runs it keeps its slot of the
-// peer's bound until the late reply: a native caller then waits, as the
-// bound promises, instead of being refused for a call it gave up on.
-func TestCancelledCallKeepsItsSlotUntilTheReply(t *testing.T) {
-	release := make(chan struct{})
+// blockingMux is echoMux with blockProc, whose handler returns once release
+// is closed or the connection ends.
+func blockingMux(release <-chan struct{}) *rpc.Mux {
 	mux := echoMux()
 	mux.Handle(blockProc, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
 		select {
@@ -255,6 +253,15 @@ func TestCancelledCallKeepsItsSlotUntilTheReply(t *testing.T) {
 		}
 		return nil, nil
 	})
+	return mux
+}
+
+// A call whose ctx ends while the peer still runs it keeps its slot of the
+// peer's bound until the late reply: a native caller then waits, as the
+// bound promises, instead of being refused for a call it gave up on.
+func TestCancelledCallKeepsItsSlotUntilTheReply(t *testing.T) {
+	release := make(chan struct{})
+	mux := blockingMux(release)
 	c, _ := pair(t, nil, &rpc.Options{Handlers: mux, MaxConcurrentCalls: 1})
 	require.Equal(t, rpc.ModeNative, c.Mode())
 	ctx, cancel := context.WithCancel(context.Background())
@@ -283,14 +290,7 @@ func TestCancelledCallKeepsItsSlotUntilTheReply(t *testing.T) {
 
 func TestCloseUnblocksEveryWaiter(t *testing.T) {
 	release := make(chan struct{})
-	mux := echoMux()
-	mux.Handle(blockProc, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
-		select {
-		case <-release:
-		case <-ctx.Done():
-		}
-		return nil, nil
-	})
+	mux := blockingMux(release)
 	c, _ := pair(t, nil, &rpc.Options{Handlers: mux})
 	errs := make(chan error, 10)
 	for range 10 {
