@@ -173,6 +173,7 @@ func (s *Stream) recvHole(length int64) {
 		s.inq[k-1].hole += length
 	} else {
 		s.inq = append(s.inq, chunk{hole: length})
+		s.holesUnread++
 	}
 	s.gotData = true
 	s.recvCond.Broadcast()
@@ -181,7 +182,7 @@ func (s *Stream) recvHole(length int64) {
 func (s *Stream) peerFinished() {
 	s.mu.Lock()
 	s.eof = true
-	if s.finSent && !s.verdict && s.lerr == nil && s.rerr == nil && s.sentBytes.Load() > 0 {
+	if s.finSent && !s.verdict && s.lerr == nil && s.rerr == nil && s.sentAny {
 		// We were sending and had finished; the peer ended its side
 		// instead of answering: it did not read our data.
 		s.rerr = ErrPeerFinished
@@ -204,7 +205,7 @@ func (s *Stream) gotOK(isVerdict bool, consumed uint64) error {
 		// Both sides finished at once: the peer's finish crossed ours.
 		// Nothing we sent was lost only if we sent nothing.
 		s.eof = true
-		s.verdict = s.sentBytes.Load() == 0
+		s.verdict = !s.sentAny
 		switch {
 		case s.rerr != nil:
 		case !s.verdict:
@@ -223,7 +224,7 @@ func (s *Stream) gotOK(isVerdict bool, consumed uint64) error {
 		s.mu.Unlock()
 		return nil
 	}
-	if s.cfg.Role == CompatServer && s.finSent && s.gotData && s.sentBytes.Load() == 0 && s.lerr == nil && s.rerr == nil {
+	if s.cfg.Role == CompatServer && s.finSent && s.gotData && !s.sentAny && s.lerr == nil && s.rerr == nil {
 		// Our end-of-data marker of an empty send crossed the client's
 		// upload: this OK is its finish, and the data was not read. Tell
 		// it so, as libvirtd reports a failed upload.
@@ -276,6 +277,10 @@ func (s *Stream) gotError(payload []byte) {
 	}
 	local := s.lerr != nil
 	s.dropQueueLocked()
+	for _, c := range s.inq {
+		putBuf(c.buf) // Read returns the error first: nobody reads these
+	}
+	s.inq, s.inBytes = nil, 0
 	s.sendCond.Broadcast()
 	s.recvCond.Broadcast()
 	s.mu.Unlock()
@@ -286,9 +291,10 @@ func (s *Stream) gotError(payload []byte) {
 		s.mu.Unlock()
 		s.sendOOB(frame.StatusOK, nil)
 	}
-	if local {
-		s.release()
-	}
+	// Nothing more comes from a peer that aborted (a libvirt client waits
+	// for the ack just sent): release now, so a stream whose user stops at
+	// the error without Close does not stay registered with its buffers.
+	s.release()
 }
 
 // next returns the next chunk for the reader, waiting for one. It returns
@@ -315,6 +321,12 @@ func (s *Stream) next() (chunk, error) {
 		}
 		s.recvCond.Wait()
 	}
+}
+
+func (s *Stream) holeRead() {
+	s.mu.Lock()
+	s.holesUnread--
+	s.mu.Unlock()
 }
 
 // consume accounts for n data bytes taken by the reader and grants credit.
@@ -416,6 +428,9 @@ func (s *Stream) Read(p []byte) (int, error) {
 		n := int(min(int64(len(p)), c.hole))
 		clear(p[:n])
 		c.hole -= int64(n)
+		if c.hole == 0 {
+			s.holeRead()
+		}
 		return n, nil
 	}
 	n := copy(p, (*c.buf)[c.off:c.n])
@@ -460,6 +475,7 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) {
 			}
 			total += c.hole
 			c.hole = 0
+			s.holeRead()
 			continue
 		}
 		n, err := w.Write((*c.buf)[c.off:c.n])

@@ -126,6 +126,9 @@ func (s *Stream) push(of outFrame, typ frame.Type, status frame.Status, fin bool
 		return err
 	}
 	s.outq = append(s.outq, of)
+	if data > 0 || typ == frame.TypeStreamHole {
+		s.sentAny = true // holes are content too: the crossing checks must see them
+	}
 	s.sentBytes.Add(int64(data)) // with the queueing: a finish queued after it sees it counted
 	sched := !s.scheduled && !s.held
 	if sched {
@@ -266,6 +269,10 @@ func (s *Stream) Finish(ctx context.Context) error {
 	s.mu.Lock()
 	if s.lerr != nil { // closed already: the same outcome again
 		err := s.rerr
+		var ae *abortError
+		if err == nil && errors.As(s.lerr, &ae) {
+			err = s.lerr // aborted locally (CloseWithError, or a Finish whose ctx ended): not a success
+		}
 		s.mu.Unlock()
 		return err
 	}
@@ -285,11 +292,11 @@ func (s *Stream) Finish(ctx context.Context) error {
 		s.mu.Unlock()
 		return s.awaitVerdict(ctx)
 	}
-	if s.gotData && (!s.eof || s.inBytes > 0 || len(s.inq) > 0) { // data or a hole left unread
+	if s.gotData && (!s.eof || s.inBytes > 0 || len(s.inq) > 0 || s.holesUnread > 0) { // data or a hole left unread
 		s.mu.Unlock()
 		return s.CloseWithError(ErrReceiverClosed)
 	}
-	if s.eof && s.sentBytes.Load() > 0 {
+	if s.eof && s.sentAny {
 		// We sent data and the peer finished instead of consuming it (its
 		// Close came before our data): acknowledging would lose the data
 		// without a word, so abort, and the peer's Close learns it too.
@@ -343,12 +350,13 @@ func (s *Stream) awaitVerdict(ctx context.Context) error {
 	if !s.verdict && err == nil && s.lerr != nil {
 		err = s.lerr // aborted meanwhile by CloseWithError
 	}
+	timedOut := false
 	if !s.verdict && err == nil {
-		err = ctx.Err()
+		err, timedOut = ctx.Err(), true
 	}
 	s.mu.Unlock()
-	if !s.verdict && ctx.Err() != nil && err == ctx.Err() {
-		_ = s.CloseWithError(err)
+	if timedOut {
+		_ = s.CloseWithError(err) // a no-op if the verdict came meanwhile
 		return err
 	}
 	s.setClosed()
@@ -375,7 +383,7 @@ func (s *Stream) CloseWithError(err error) error {
 		err = ErrAborted
 	}
 	s.mu.Lock()
-	if s.lerr != nil || s.rerr != nil {
+	if s.lerr != nil || s.rerr != nil || s.verdict { // over already
 		rerr := s.rerr
 		if s.lerr == nil {
 			s.lerr = ErrClosed
@@ -389,6 +397,7 @@ func (s *Stream) CloseWithError(err error) error {
 	}
 	s.lerr = &abortError{err}
 	s.dropQueueLocked()
+	marker := s.gotData || s.finSent // a receiver, or our end marker is out already
 	s.finSent = true
 	s.sendCond.Broadcast()
 	s.recvCond.Broadcast()
@@ -397,6 +406,9 @@ func (s *Stream) CloseWithError(err error) error {
 	var payload []byte
 	if s.cfg.Role != CompatClient {
 		payload = encodeAbort(err)
+	}
+	if s.cfg.Role == CompatServer && !marker {
+		s.sendOOB(frame.StatusContinue, nil) // libvirtd's failing sender: end marker, then the error (capture 10)
 	}
 	s.sendOOB(frame.StatusError, payload)
 	// libvirtd acknowledges a client's abort; other roles expect nothing.

@@ -125,19 +125,21 @@ type Stream struct {
 	held      bool
 	credit    int64 // Native: bytes we may still send
 	finSent   bool  // our finish (or receiver's ack) is queued
+	sentAny   bool  // data or a hole was queued
 	verdict   bool  // the peer answered our finish
 
 	// receive side
-	inq       []chunk
-	cur       chunk // the reader's current chunk, owned by the reading goroutine
-	inBytes   int
-	maxIn     int // high-water mark of inBytes
-	gotData   bool
-	eof       bool // the peer finished sending
-	received  int64
-	recvLimit int64
-	consumed  int64
-	window    int64
+	inq         []chunk
+	cur         chunk // the reader's current chunk, owned by the reading goroutine
+	inBytes     int
+	maxIn       int // high-water mark of inBytes
+	gotData     bool
+	holesUnread int  // hole chunks queued or being read, not yet read whole
+	eof         bool // the peer finished sending
+	received    int64
+	recvLimit   int64
+	consumed    int64
+	window      int64
 
 	// lifecycle
 	rerr     error // the peer's abort or error, or the connection's failure
