@@ -50,7 +50,7 @@ func (l *pipeLink) SendCredit(_ uint32, n uint64, _ bool) {
 	l.out = append(l.out, b)
 	l.mu.Unlock()
 }
-func (l *pipeLink) Release(*Stream)  { l.mu.Lock(); l.released = true; l.mu.Unlock() }
+func (l *pipeLink) Release(*Stream) { l.mu.Lock(); l.released = true; l.mu.Unlock() }
 
 // deliver hands the peer every message queued so far, credit included.
 func deliver(t *testing.T, from *pipeLink, to *Stream) []frame.Header {
