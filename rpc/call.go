@@ -32,6 +32,9 @@ type pendingCall struct {
 	// is set under Conn.mu while the call is pending, and read by finish
 	// after the call left the pending map under Conn.mu.
 	late func(callResult)
+	// onReply, if set, runs on the read loop with the reply before the
+	// caller sees it and before the next message is read.
+	onReply func(reply)
 }
 
 type callResult struct {
@@ -54,7 +57,7 @@ func (p *pendingCall) finish(r reply, err error) {
 // ends first, Call returns at once with ctx's error and the late reply is
 // dropped.
 func (c *Conn) Call(ctx context.Context, p Procedure, args []byte) ([]byte, error) {
-	r, err := c.call(ctx, p, args, nil)
+	r, err := c.call(ctx, p, args, nil, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -95,7 +98,7 @@ type undoFunc func(accepted bool)
 
 // call sends a call and waits for its reply; before, if not nil, runs once
 // the serial is known and before the call is queued (to register a stream).
-func (c *Conn) call(ctx context.Context, p Procedure, args []byte, before func(serial uint32) undoFunc) (*reply, error) {
+func (c *Conn) call(ctx context.Context, p Procedure, args []byte, before func(serial uint32) undoFunc, onReply func(reply)) (*reply, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -125,7 +128,7 @@ func (c *Conn) call(ctx context.Context, p Procedure, args []byte, before func(s
 	if len(args)+frame.HeaderSize > c.cfg.MaxMessage {
 		return nil, fmt.Errorf("virtrpc: arguments of %s: %w: %d bytes", p, frame.ErrFrameTooLarge, len(args))
 	}
-	pc := &pendingCall{proc: p, done: make(chan callResult, 1)}
+	pc := &pendingCall{proc: p, done: make(chan callResult, 1), onReply: onReply}
 	c.mu.Lock()
 	if c.Err() != nil {
 		c.mu.Unlock()
@@ -146,7 +149,7 @@ func (c *Conn) call(ctx context.Context, p Procedure, args []byte, before func(s
 		undo = before(serial)
 	}
 	h := frame.Header{Prog: p.Prog, Vers: p.Vers, Proc: p.Proc, Type: frame.TypeCall, Serial: serial}
-	if err := c.sched.sendCall(frame.Append(make([]byte, 0, frame.Overhead+len(args)), h, args), true); err != nil {
+	if err := c.sched.sendCall(ctx, frame.Append(make([]byte, 0, frame.Overhead+len(args)), h, args), true); err != nil {
 		c.forget(serial)
 		if undo != nil {
 			undo(false)
@@ -242,6 +245,9 @@ func (c *Conn) handleReply(h frame.Header, fr *frame.Reader) error {
 	}
 	c.mu.Unlock()
 	if ok { // else the connection closed meanwhile and finished it
+		if pc.onReply != nil {
+			pc.onReply(reply{h: h, payload: payload})
+		}
 		pc.finish(reply{h: h, payload: payload}, nil)
 	}
 	return nil
@@ -260,5 +266,5 @@ func (c *Conn) Send(ctx context.Context, p Procedure, payload []byte) error {
 		return fmt.Errorf("virtrpc: message %s: %w: %d bytes", p, frame.ErrFrameTooLarge, len(payload))
 	}
 	h := frame.Header{Prog: p.Prog, Vers: p.Vers, Proc: p.Proc, Type: frame.TypeMessage}
-	return c.sched.sendCall(frame.Append(make([]byte, 0, frame.Overhead+len(payload)), h, payload), true)
+	return c.sched.sendCall(ctx, frame.Append(make([]byte, 0, frame.Overhead+len(payload)), h, payload), true)
 }

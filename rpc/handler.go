@@ -84,7 +84,12 @@ type Request struct {
 	mu      sync.Mutex
 	st      *stream.Stream
 	replied bool
+	unslot  sync.Once // frees the call's MaxConcurrentCalls slot
 }
+
+// freeSlot frees the call's slot once, before its reply is queued: the peer
+// frees its slot of our MaxCalls when the reply arrives and may call again.
+func (r *Request) freeSlot() { r.unslot.Do(func() { r.conn.serving.Add(-1) }) }
 
 // Procedure is the called procedure.
 func (r *Request) Procedure() Procedure {
@@ -157,14 +162,14 @@ func (c *Conn) serve(handler Handler, req *Request) {
 	returned := false
 	defer func() {
 		if !returned { // runtime.Goexit in the handler (t.FailNow, say)
-			c.serving.Add(-1)
+			req.freeSlot()
 			req.finish(nil, rpcError(frame.CodeInternalError, "handler exited without returning"))
 		}
 		c.handlers.Done()
 	}()
 	out, err := runHandler(c.handlerCtx, handler, req)
 	returned = true
-	c.serving.Add(-1) // before the reply: the peer may call again at once
+	req.freeSlot() // before the reply: the peer may call again at once
 	req.finish(out, err)
 }
 
@@ -191,6 +196,7 @@ func (r *Request) Reply(payload []byte) error {
 	r.replied = true
 	st := r.st
 	r.mu.Unlock()
+	r.freeSlot()
 	err := r.conn.reply(r.Header, payload, true)
 	if st != nil {
 		if err != nil {
@@ -247,12 +253,12 @@ func (c *Conn) reply(h frame.Header, payload []byte, direct bool) error {
 		c.replyError(h, rpcError(frame.CodeInternalError, "reply of %d bytes over the message limit", len(payload)), direct)
 		return frame.ErrFrameTooLarge
 	}
-	return c.sched.sendCall(frame.Append(make([]byte, 0, frame.Overhead+len(payload)), h, payload), direct)
+	return c.sched.sendCall(context.Background(), frame.Append(make([]byte, 0, frame.Overhead+len(payload)), h, payload), direct)
 }
 
 func (c *Conn) replyError(h frame.Header, e *frame.Error, direct bool) {
 	h.Type, h.Status = frame.TypeReply, frame.StatusError
-	_ = c.sched.sendCall(frame.Append(nil, h, frame.EncodeError(e)), direct)
+	_ = c.sched.sendCall(context.Background(), frame.Append(nil, h, frame.EncodeError(e)), direct)
 }
 
 // handleMessage answers keepalive, applies credit, and queues the rest for

@@ -29,7 +29,16 @@ func (c *Conn) localHello() *frame.Hello {
 // mode, or fails it under RequireNative.
 func (c *Conn) hello(ctx context.Context) error {
 	start := time.Now()
-	r, err := c.call(ctx, helloProc, frame.EncodeHello(c.localHello()), nil)
+	// Native from the reply on: the read loop goes native before it reads
+	// the peer's next message, which may be a native call of the server.
+	r, err := c.call(ctx, helloProc, frame.EncodeHello(c.localHello()), nil, func(r reply) {
+		if r.h.Status != frame.StatusOK {
+			return
+		}
+		if peer, err := frame.DecodeHello(r.payload); err == nil && usable(peer) == nil && len(missingFeatures(peer)) == 0 {
+			c.goNative(peer)
+		}
+	})
 	if err != nil {
 		var fe *frame.Error
 		if !errors.As(err, &fe) {
@@ -56,8 +65,7 @@ func (c *Conn) hello(ctx context.Context) error {
 		}
 		return nil
 	}
-	c.goNative(peer)
-	return nil
+	return nil // gone native on the read loop
 }
 
 // Smallest limits a peer may announce: below them a stream could not start

@@ -63,6 +63,6 @@ func (c *Conn) keepaliveTick(now time.Time) {
 	if !c.stats.pingSent.CompareAndSwap(0, now.UnixNano()) {
 		c.bdp.keepalivePing()
 	}
-	c.sendKeepalive(frame.KeepalivePing, true)
+	c.sendKeepalive(frame.KeepalivePing, false) // never block the timer on a write
 	c.stats.pingsOut.Add(1)
 }

@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"context"
 	"fmt"
 	"sync"
 	"time"
@@ -50,8 +51,9 @@ type scheduler struct {
 	// batch. The writer goroutine takes it for every write; a goroutine
 	// that queues a call, reply or credit while the token is free writes
 	// it itself, saving a goroutine hand-off on an idle direction.
-	writing bool
-	batch   []byte
+	writing   bool
+	batch     []byte
+	hardClose *time.Timer
 }
 
 func (s *scheduler) init(c *Conn) {
@@ -141,9 +143,21 @@ func (s *scheduler) release(batch []byte, requeue *stream.Stream) {
 // allows writing on the calling goroutine when the socket is idle; the read
 // loop passes false, so two peers' read loops can never both block writing
 // to each other.
-func (s *scheduler) sendCall(msg []byte, direct bool) error {
+func (s *scheduler) sendCall(ctx context.Context, msg []byte, direct bool) error {
 	s.mu.Lock()
+	if s.callBytes > maxCallQueue && !s.closing && ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() {
+			s.mu.Lock()
+			s.space.Broadcast()
+			s.mu.Unlock()
+		})
+		defer stop()
+	}
 	for s.callBytes > maxCallQueue && !s.closing {
+		if err := ctx.Err(); err != nil {
+			s.mu.Unlock()
+			return err
+		}
 		s.space.Wait()
 	}
 	if s.closing {
@@ -211,6 +225,11 @@ func (s *scheduler) shutdown(graceful bool) {
 	s.mu.Unlock()
 	if graceful {
 		_ = s.c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+		// A Write may be blocked where no deadline reaches (a TLS
+		// handshake's lock, held by the read loop's implicit handshake).
+		s.mu.Lock()
+		s.hardClose = time.AfterFunc(time.Second+100*time.Millisecond, func() { _ = s.c.nc.Close() })
+		s.mu.Unlock()
 	}
 	s.kick()
 }
@@ -218,7 +237,14 @@ func (s *scheduler) shutdown(graceful bool) {
 func (s *scheduler) run() {
 	c := s.c
 	defer c.loops.Done()
-	defer c.nc.Close()
+	defer func() {
+		_ = c.nc.Close()
+		s.mu.Lock()
+		if s.hardClose != nil {
+			s.hardClose.Stop()
+		}
+		s.mu.Unlock()
+	}()
 	for {
 		s.mu.Lock()
 		for s.writing || len(s.ctrl) == 0 && len(s.calls) == 0 && (len(s.ready) == 0 || s.closing) {

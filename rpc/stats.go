@@ -20,7 +20,7 @@ type Stats struct {
 	StreamBytesSent, StreamBytesReceived int64 // stream data payload only
 	StreamsOpen                          int   // streams registered now
 	StreamsOpened                        int64
-	CallsServing                         int // handlers running now
+	CallsServing                         int // calls received and not yet answered
 	PingsSent                            int64
 	Mode                                 Mode
 	RTT                                  int64 // nanoseconds, the current estimate

@@ -32,7 +32,7 @@ func (c *Conn) OpenStream(ctx context.Context, p Procedure, args []byte, opts *s
 			st.Fail(errors.New("virtrpc: the call that opened the stream failed"))
 			c.Release(st)
 		}
-	})
+	}, nil)
 	if regErr != nil {
 		return nil, nil, regErr
 	}
