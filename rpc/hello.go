@@ -35,6 +35,9 @@ func (c *Conn) hello(ctx context.Context) error {
 		if r.h.Status != frame.StatusOK {
 			return
 		}
+		// Before goNative: once native, the read loop reads helloRTT
+		// (bdp.pong); hello reads it after the reply's hand-off.
+		c.helloRTT = time.Since(start)
 		if peer, err := frame.DecodeHello(r.payload); err == nil && usable(peer) == nil && len(missingFeatures(peer)) == 0 {
 			c.goNative(peer)
 		}
@@ -50,8 +53,7 @@ func (c *Conn) hello(ctx context.Context) error {
 		c.cfg.log.Debug("virtrpc: running in compat mode", "hello_error", fe)
 		return nil
 	}
-	c.helloRTT = time.Since(start)
-	c.noteRTT(c.helloRTT)
+	c.noteRTT(c.helloRTT) // set by the read loop as it took the reply
 	peer, err := frame.DecodeHello(r.payload)
 	if err == nil {
 		err = usable(peer)

@@ -222,14 +222,15 @@ func (s *scheduler) shutdown(graceful bool) {
 	s.graceful = graceful
 	s.ready = nil
 	s.space.Broadcast()
+	if graceful {
+		// Armed with closing, so the writer's exit always sees it: a Write
+		// may be blocked where no deadline reaches (a TLS handshake's lock,
+		// held by the read loop's implicit handshake).
+		s.hardClose = time.AfterFunc(time.Second+100*time.Millisecond, func() { _ = s.c.nc.Close() })
+	}
 	s.mu.Unlock()
 	if graceful {
 		_ = s.c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-		// A Write may be blocked where no deadline reaches (a TLS
-		// handshake's lock, held by the read loop's implicit handshake).
-		s.mu.Lock()
-		s.hardClose = time.AfterFunc(time.Second+100*time.Millisecond, func() { _ = s.c.nc.Close() })
-		s.mu.Unlock()
 	}
 	s.kick()
 }
