@@ -133,10 +133,16 @@ func (c *Conn) serveControl(h frame.Header, payload []byte, first bool) error {
 		}
 	}
 	mine.Features = common
-	if len(missingFeatures(mine)) == 0 {
-		c.goNative(peer) // before the reply: the peer's next frame is native
-	} else if c.cfg.Negotiation == RequireNative {
+	native := len(missingFeatures(mine)) == 0
+	if !native && c.cfg.Negotiation == RequireNative {
 		return fmt.Errorf("%w: the peer lacks features %v", ErrNativeRefused, missingFeatures(peer))
 	}
-	return c.reply(h, frame.EncodeHello(mine), false)
+	err = c.reply(h, frame.EncodeHello(mine), false)
+	if native {
+		// After the reply is queued, so that a native call of ours made
+		// as soon as Mode says native goes out behind it; before this
+		// read loop reads the peer's next frame, which is native.
+		c.goNative(peer)
+	}
+	return err
 }
