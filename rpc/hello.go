@@ -137,12 +137,14 @@ func (c *Conn) serveControl(h frame.Header, payload []byte, first bool) error {
 	if !native && c.cfg.Negotiation == RequireNative {
 		return fmt.Errorf("%w: the peer lacks features %v", ErrNativeRefused, missingFeatures(peer))
 	}
-	err = c.reply(h, frame.EncodeHello(mine), false)
-	if native {
-		// After the reply is queued, so that a native call of ours made
-		// as soon as Mode says native goes out behind it; before this
-		// read loop reads the peer's next frame, which is native.
-		c.goNative(peer)
+	h.Type, h.Status = frame.TypeReply, frame.StatusOK
+	reply := frame.Append(nil, h, frame.EncodeHello(mine))
+	if !native {
+		return c.sched.queueThen(reply, func() {})
 	}
-	return err
+	// Native as the reply is queued, under the queue's lock: a native call
+	// of ours made once Mode says native goes out behind the reply, and the
+	// reply (so the peer's Client returning) cannot come before the mode.
+	// The peer's next frame, read after this returns, is native too.
+	return c.sched.queueThen(reply, func() { c.goNative(peer) })
 }

@@ -170,6 +170,23 @@ func (s *scheduler) sendCall(ctx context.Context, msg []byte, direct bool) error
 	return nil
 }
 
+// queueThen queues msg for the writer goroutine, as the read loop queues
+// replies, and runs then under the queue's lock: nothing queued after then
+// ran can go out before msg, and msg cannot go out before then ran.
+func (s *scheduler) queueThen(msg []byte, then func()) error {
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return s.c.err
+	}
+	s.calls = append(s.calls, msg)
+	s.callBytes += len(msg)
+	then()
+	s.mu.Unlock()
+	s.kick()
+	return nil
+}
+
 // schedule takes a stream that has a frame ready. If the socket is idle and
 // no other stream is waiting, the calling goroutine (the stream's producer)
 // writes the frame itself, after any queued control and calls: bulk data
