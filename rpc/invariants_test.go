@@ -328,7 +328,7 @@ func TestConnectionInvariants(t *testing.T) {
 			for _, p := range w.problems {
 				t.Error(p)
 			}
-			goleak.VerifyNone(t, ignore)
+			verifyNoLeak(t, ignore)
 		})
 	}
 }

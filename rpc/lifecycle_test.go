@@ -76,6 +76,7 @@ func TestAbandonedOpenStreamAbortsThePeersSide(t *testing.T) {
 	slowReply := rpc.Procedure{Prog: 0x1234, Vers: 1, Proc: 77}
 	mux := echoMux()
 	writeDone := make(chan error, 1)
+	opened, gaveUp := make(chan struct{}), make(chan struct{})
 	mux.Handle(slowReply, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
 		st, err := req.Stream(nil)
 		if err != nil {
@@ -88,15 +89,17 @@ func TestAbandonedOpenStreamAbortsThePeersSide(t *testing.T) {
 			}
 			writeDone <- err
 		}()
-		time.Sleep(300 * time.Millisecond) // the reply comes after the caller gave up
+		close(opened)
+		<-gaveUp // the reply comes after the caller gave up
 		return nil, nil
 	})
 	c, _ := pair(t, nil, &rpc.Options{Handlers: mux})
 	require.Equal(t, rpc.ModeNative, c.Mode())
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-opened; cancel() }() // give up once the server's side is open
 	_, _, err := c.OpenStream(ctx, slowReply, nil, nil)
-	require.ErrorIs(t, err, context.DeadlineExceeded)
+	require.ErrorIs(t, err, context.Canceled)
+	close(gaveUp)
 	select {
 	case err := <-writeDone:
 		var re *rpc.Error

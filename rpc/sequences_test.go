@@ -147,7 +147,7 @@ func TestStreamSequencesEndCleanly(t *testing.T) {
 		for _, dir := range []string{"upload", "download"} {
 			for _, sq := range streamSequences() {
 				t.Run(mode+"/"+dir+"/"+sq.name, func(t *testing.T) {
-					defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
+					defer verifyNoLeak(t, goleak.IgnoreCurrent())
 					runSequence(t, mode, dir, sq)
 				})
 			}
@@ -189,7 +189,7 @@ func runSequence(t *testing.T, mode, dir string, sq streamSequence) {
 	for i := 0; i < 2; i++ {
 		select {
 		case <-done:
-		case <-time.After(5 * time.Second):
+		case <-time.After(30 * time.Second):
 			t.Errorf("blocked: a side never returned")
 			_ = cc.Close()
 			_ = sc.Close()
@@ -206,7 +206,7 @@ func runSequence(t *testing.T, mode, dir string, sq streamSequence) {
 	if sres.closeErr != nil && allRead && sq.name == "normal" {
 		t.Errorf("sender's Close %v though every byte was read", sres.closeErr)
 	}
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) && (cc.Stats().StreamsOpen != 0 || sc.Stats().StreamsOpen != 0) {
 		time.Sleep(5 * time.Millisecond)
 	}

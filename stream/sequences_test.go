@@ -91,7 +91,7 @@ func wait(t *testing.T, ch <-chan error, what string) error {
 	select {
 	case err := <-ch:
 		return err
-	case <-time.After(2 * time.Second):
+	case <-time.After(testTimeout):
 		t.Fatalf("%s is blocked", what)
 		return nil
 	}
@@ -132,7 +132,7 @@ func TestPartlyReadHoleIsNotAcknowledged(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, s.WriteHole(context.Background(), 1<<20))
 	closed := async(s.Close)
-	require.Eventually(t, func() bool { ls.mu.Lock(); defer ls.mu.Unlock(); return len(ls.out) == 3 }, time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { ls.mu.Lock(); defer ls.mu.Unlock(); return len(ls.out) == 3 }, testTimeout, time.Millisecond)
 	deliver(t, ls, r)
 	_, err = io.ReadFull(r, make([]byte, 3+10)) // the data and 10 of 1 MiB hole bytes
 	require.NoError(t, err)
@@ -147,10 +147,10 @@ func TestPartlyReadHoleIsNotAcknowledged(t *testing.T) {
 func TestHoleOnlyUploadCrossingAnEarlyClose(t *testing.T) {
 	s, r, ls, lr := nativePair(true)
 	rClosed := async(r.Close) // early close: finish of an empty stream
-	require.Eventually(t, func() bool { lr.mu.Lock(); defer lr.mu.Unlock(); return len(lr.out) == 1 }, time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { lr.mu.Lock(); defer lr.mu.Unlock(); return len(lr.out) == 1 }, testTimeout, time.Millisecond)
 	require.NoError(t, s.WriteHole(context.Background(), 1<<20)) // before r's finish arrives
 	sClosed := async(s.Close)
-	require.Eventually(t, func() bool { ls.mu.Lock(); defer ls.mu.Unlock(); return len(ls.out) == 2 }, time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { ls.mu.Lock(); defer ls.mu.Unlock(); return len(ls.out) == 2 }, testTimeout, time.Millisecond)
 	// The finishes cross.
 	deliver(t, lr, s)
 	deliver(t, ls, r)
@@ -167,7 +167,7 @@ func TestHoleOnlyUploadCrossingAnEarlyClose(t *testing.T) {
 func TestHoleOnlyUploadAfterAnEarlyClose(t *testing.T) {
 	s, r, ls, lr := nativePair(true)
 	rClosed := async(r.Close)
-	require.Eventually(t, func() bool { lr.mu.Lock(); defer lr.mu.Unlock(); return len(lr.out) == 1 }, time.Second, time.Millisecond)
+	require.Eventually(t, func() bool { lr.mu.Lock(); defer lr.mu.Unlock(); return len(lr.out) == 1 }, testTimeout, time.Millisecond)
 	require.NoError(t, s.WriteHole(context.Background(), 1<<20))
 	deliver(t, lr, s) // r's finish reaches s
 	serr := s.Close()
