@@ -140,7 +140,7 @@ func (c *Conn) serveControl(h frame.Header, payload []byte, first bool) error {
 	h.Type, h.Status = frame.TypeReply, frame.StatusOK
 	reply := frame.Append(nil, h, frame.EncodeHello(mine))
 	if !native {
-		return c.sched.queueThen(reply, func() {})
+		return c.sched.queueThen(reply, nil)
 	}
 	// Native as the reply is queued, under the queue's lock: a native call
 	// of ours made once Mode says native goes out behind the reply, and the

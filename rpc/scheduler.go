@@ -144,6 +144,17 @@ func (s *scheduler) release(batch []byte, requeue *stream.Stream) {
 // loop passes false, so two peers' read loops can never both block writing
 // to each other.
 func (s *scheduler) sendCall(ctx context.Context, msg []byte, direct bool) error {
+	return s.enqueue(ctx, msg, direct, nil)
+}
+
+// queueThen queues msg for the writer goroutine, as the read loop queues
+// replies, and runs then under the queue's lock: nothing queued after then
+// ran can go out before msg, and msg cannot go out before then ran.
+func (s *scheduler) queueThen(msg []byte, then func()) error {
+	return s.enqueue(context.Background(), msg, false, then)
+}
+
+func (s *scheduler) enqueue(ctx context.Context, msg []byte, direct bool, then func()) error {
 	s.mu.Lock()
 	if s.callBytes > maxCallQueue && !s.closing && ctx.Done() != nil {
 		stop := context.AfterFunc(ctx, func() {
@@ -166,24 +177,10 @@ func (s *scheduler) sendCall(ctx context.Context, msg []byte, direct bool) error
 	}
 	s.calls = append(s.calls, msg)
 	s.callBytes += len(msg)
-	s.flushOrKick(direct)
-	return nil
-}
-
-// queueThen queues msg for the writer goroutine, as the read loop queues
-// replies, and runs then under the queue's lock: nothing queued after then
-// ran can go out before msg, and msg cannot go out before then ran.
-func (s *scheduler) queueThen(msg []byte, then func()) error {
-	s.mu.Lock()
-	if s.closing {
-		s.mu.Unlock()
-		return s.c.err
+	if then != nil {
+		then()
 	}
-	s.calls = append(s.calls, msg)
-	s.callBytes += len(msg)
-	then()
-	s.mu.Unlock()
-	s.kick()
+	s.flushOrKick(direct)
 	return nil
 }
 
