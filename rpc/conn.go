@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/virtrpc/virtrpc/frame"
-	"github.com/virtrpc/virtrpc/stream"
+	"github.com/virtrpc/virtrpc/internal/streamcore"
 	"github.com/virtrpc/virtrpc/transport"
 )
 
@@ -35,7 +35,7 @@ type Conn struct {
 	sched      scheduler
 	callSem    atomic.Pointer[chan struct{}] // native: the peer's MaxCalls
 	serving    atomic.Int32
-	budget     *stream.Budget
+	budget     *streamcore.Budget
 	bdp        bdpEstimator
 	helloRTT   time.Duration // set before the connection is shared
 	msgs       *messageQueue
@@ -45,7 +45,8 @@ type Conn struct {
 	mu         sync.Mutex
 	nextSerial uint32
 	pending    map[uint32]*pendingCall
-	streams    map[uint32]*stream.Stream
+	streams    map[uint32]*streamcore.Stream
+	served     map[uint32]bool // calls being served: did stream frames come before their stream? (see streams.go)
 
 	done      chan struct{}
 	closeOnce sync.Once
@@ -83,10 +84,11 @@ func newConn(nc net.Conn, opts *Options, isServer bool) *Conn {
 		cfg:      resolve(opts),
 		isServer: isServer,
 		pending:  make(map[uint32]*pendingCall),
-		streams:  make(map[uint32]*stream.Stream),
+		streams:  make(map[uint32]*streamcore.Stream),
+		served:   make(map[uint32]bool),
 		done:     make(chan struct{}),
 	}
-	c.budget = stream.NewBudget(int64(c.cfg.ConnectionWindow))
+	c.budget = streamcore.NewBudget(int64(c.cfg.ConnectionWindow))
 	c.authed.Store(c.cfg.Auth == nil)
 	c.handlerCtx, c.cancel = context.WithCancel(context.Background())
 	c.sched.init(c)
@@ -180,7 +182,7 @@ func (c *Conn) closeWith(cause error) {
 		pend := c.pending
 		c.pending = map[uint32]*pendingCall{}
 		sts := c.streams
-		c.streams = map[uint32]*stream.Stream{}
+		c.streams = map[uint32]*streamcore.Stream{}
 		c.mu.Unlock()
 		for _, p := range pend {
 			p.finish(reply{}, c.err)
@@ -193,7 +195,7 @@ func (c *Conn) closeWith(cause error) {
 }
 
 // readLoop reads every message and routes it; it never waits for user code
-// (except a compat-mode stream's consumer, see stream.HandleFrame).
+// (except a compat-mode stream's consumer, see streamcore.Stream.HandleFrame).
 func (c *Conn) readLoop(fr *frame.Reader) {
 	defer c.loops.Done()
 	for {
@@ -247,7 +249,8 @@ func (c *Conn) route(h frame.Header, fr *frame.Reader) error {
 		s := c.streams[h.Serial]
 		c.mu.Unlock()
 		if s == nil || !sameCall(s.Header(), h) {
-			return fr.Discard() // late frame for a finished stream
+			c.noteEarly(h.Serial) // before its handler opened the stream, or late for a finished one
+			return fr.Discard()
 		}
 		if h.Type == frame.TypeStream && h.Status == frame.StatusContinue {
 			n := int64(fr.Remaining())

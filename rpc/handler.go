@@ -7,7 +7,7 @@ import (
 	"sync"
 
 	"github.com/virtrpc/virtrpc/frame"
-	"github.com/virtrpc/virtrpc/stream"
+	"github.com/virtrpc/virtrpc/internal/streamcore"
 )
 
 // Handler serves one call. It returns the reply's XDR payload, or an error
@@ -82,7 +82,7 @@ type Request struct {
 
 	conn    *Conn
 	mu      sync.Mutex
-	st      *stream.Stream
+	st      *streamcore.Stream
 	replied bool
 	unslot  sync.Once // frees the call's MaxConcurrentCalls slot
 }
@@ -141,6 +141,7 @@ func (c *Conn) handleCall(h frame.Header, fr *frame.Reader) error {
 		return nil
 	}
 	req := &Request{Header: h, Payload: payload, conn: c}
+	c.servingCall(h.Serial)
 	c.handlers.Add(1)
 	go c.serve(handler, req)
 	return nil
@@ -196,12 +197,13 @@ func (r *Request) Reply(payload []byte) error {
 	r.replied = true
 	st := r.st
 	r.mu.Unlock()
+	r.conn.servedCall(r.Header.Serial)
 	r.freeSlot()
 	err := r.conn.reply(r.Header, payload, true)
 	if st != nil {
 		if err != nil {
 			st.Fail(err)
-			r.conn.Release(st)
+			r.conn.releaseStream(st)
 		} else {
 			st.Unhold()
 		}
@@ -214,6 +216,7 @@ func (r *Request) finish(out []byte, err error) {
 	replied, st := r.replied, r.st
 	r.replied = true
 	r.mu.Unlock()
+	r.conn.servedCall(r.Header.Serial)
 	if replied {
 		if err != nil && st != nil {
 			_ = st.CloseWithError(err)
@@ -223,14 +226,14 @@ func (r *Request) finish(out []byte, err error) {
 	if err != nil {
 		if st != nil {
 			st.Fail(err)
-			r.conn.Release(st)
+			r.conn.releaseStream(st)
 		}
 		r.conn.replyError(r.Header, toRemote(err), true)
 		return
 	}
 	if rerr := r.conn.reply(r.Header, out, true); rerr != nil && st != nil {
 		st.Fail(rerr)
-		r.conn.Release(st)
+		r.conn.releaseStream(st)
 		return
 	}
 	if st != nil {

@@ -94,6 +94,11 @@ type Options struct {
 	// MaxMessage bounds a received message (header plus payload).
 	// Default 32 MiB, libvirt's limit.
 	MaxMessage int
+	// MaxStreams bounds the streams open at once on the connection, in
+	// both directions together: OpenStream beyond it fails with
+	// ErrTooManyStreams, and so does a handler's Request.Stream (the peer's
+	// call is then refused). Default 1024.
+	MaxStreams int
 	// CompatStreamBuffer is how many bytes a stream buffers in compat mode
 	// before the read loop pauses. Default 4 MiB.
 	CompatStreamBuffer int
@@ -132,6 +137,7 @@ func resolve(o *Options) config {
 	def(&c.ChunkSize, frame.AlignedStreamPayload)
 	def(&c.MaxMessage, frame.MaxMessage)
 	def(&c.CompatStreamBuffer, 4<<20)
+	def(&c.MaxStreams, 1024)
 	if c.NotSentLowat == 0 {
 		c.NotSentLowat = 32 << 10
 	}

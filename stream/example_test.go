@@ -22,7 +22,7 @@ func ExampleStream_WriteTo() {
 	download := rpc.Procedure{Prog: 0x20000001, Vers: 1, Proc: 9}
 	mux := rpc.NewMux()
 	mux.Handle(download, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
-		st, err := req.Stream(&stream.Options{Sparse: true})
+		st, err := req.Stream(stream.Download, &stream.Options{Sparse: true})
 		if err != nil {
 			return nil, err
 		}
@@ -40,7 +40,7 @@ func ExampleStream_WriteTo() {
 	c, _ := rpc.Client(context.Background(), a, nil)
 	defer c.Close()
 
-	st, _, _ := c.OpenStream(context.Background(), download, nil, &stream.Options{Sparse: true})
+	st, _, _ := c.OpenStream(context.Background(), download, nil, stream.Download, &stream.Options{Sparse: true})
 	out, _ := os.Create(filepath.Join(dir, "copy.img"))
 	defer out.Close()
 	n, _ := io.Copy(out, st) // uses st.WriteTo: holes become seeks
