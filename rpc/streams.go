@@ -63,16 +63,19 @@ func (c *Conn) OpenStreamXDR(ctx context.Context, p Procedure, args any, dir str
 	if err != nil {
 		return nil, err
 	}
-	if replyTo == nil {
-		if len(out) == 0 {
-			return st, nil
-		}
+	switch {
+	case replyTo == nil && len(out) != 0:
 		err = fmt.Errorf("virtrpc: reply of %s has %d unexpected bytes", p, len(out))
-	} else if derr := xdr.Unmarshal(out, replyTo); derr != nil {
-		err = fmt.Errorf("virtrpc: decoding reply of %s: %w", p, derr)
+	case replyTo != nil:
+		if derr := xdr.Unmarshal(out, replyTo); derr != nil {
+			err = fmt.Errorf("virtrpc: decoding reply of %s: %w", p, derr)
+		}
 	}
-	_ = st.CloseWithError(err)
-	return nil, err
+	if err != nil {
+		_ = st.CloseWithError(err)
+		return nil, err
+	}
+	return st, nil
 }
 
 // Stream opens the data stream of this call, going the direction the

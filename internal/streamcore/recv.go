@@ -1,6 +1,7 @@
 package streamcore
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -204,7 +205,7 @@ func (s *Stream) next() (chunk, error) {
 		if err := s.recvErrLocked(); err != nil {
 			return chunk{}, err
 		}
-		if err := interrupted(nil, s.rdl); err != nil {
+		if err := interrupted(context.Background(), s.rdl); err != nil {
 			return chunk{}, err
 		}
 		if len(s.inq) > 0 {

@@ -174,7 +174,7 @@ func (s *Stream) sendOOB(status frame.Status, payload []byte) {
 func (s *Stream) Write(p []byte) (int, error) {
 	written := 0
 	for len(p) > 0 {
-		n, err := s.reserve(nil, len(p))
+		n, err := s.reserve(context.Background(), len(p))
 		if err != nil {
 			return written, err
 		}
@@ -212,7 +212,7 @@ func (s *Stream) copyFrom(r io.Reader, limit int64) (int64, error) {
 		if limit >= 0 {
 			want = int(min(int64(want), limit-total))
 		}
-		n, err := s.reserve(nil, want)
+		n, err := s.reserve(context.Background(), want)
 		if err != nil {
 			return total, err
 		}
