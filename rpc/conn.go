@@ -49,9 +49,11 @@ type Conn struct {
 
 	done      chan struct{}
 	closeOnce sync.Once
-	err       error // why the connection closed; set before done is closed
-	loops     sync.WaitGroup
-	handlers  sync.WaitGroup
+	err       error          // why the connection closed; set before done is closed
+	loops     sync.WaitGroup // the connection's own goroutines: read loop, writer, keepalive
+	user      sync.WaitGroup // goroutines running user code: call handlers, the message queue
+	running   atomic.Int32   // call handlers running
+	draining  atomic.Bool    // Shutdown was called
 
 	stats statCounters
 }
@@ -104,7 +106,8 @@ func newConn(nc net.Conn, opts *Options, isServer bool) *Conn {
 		r = bufio.NewReaderSize(nc, 64<<10) // TLS buffers a record already
 	}
 	fr := frame.NewReader(r, &frame.ReaderOptions{MaxMessage: c.cfg.MaxMessage})
-	c.loops.Add(3)
+	c.loops.Add(2)
+	c.user.Add(1)
 	go c.readLoop(fr)
 	go c.sched.run()
 	go c.msgs.run()
@@ -141,55 +144,6 @@ func (c *Conn) Err() error {
 	default:
 		return nil
 	}
-}
-
-// Close closes the connection: queued calls, replies and messages are
-// flushed for up to a second, then every waiter is unblocked with a
-// *ClosedError and handlers' contexts are cancelled. Close waits for the
-// connection's goroutines and running handlers to end, so a handler of this
-// connection that wants it closed must not wait for Close: it calls
-// go req.Conn().Close() and returns.
-func (c *Conn) Close() error {
-	c.closeWith(errLocalClose)
-	c.wait()
-	return nil
-}
-
-// wait blocks until all goroutines of the connection have ended.
-func (c *Conn) wait() {
-	c.loops.Wait()
-	c.handlers.Wait()
-}
-
-// closeWith shuts the connection down once, recording cause; it does not
-// wait for goroutines (it may run on one of them).
-func (c *Conn) closeWith(cause error) {
-	c.closeOnce.Do(func() {
-		c.err = &ClosedError{Cause: cause}
-		if cause != errLocalClose {
-			c.cfg.log.Debug("virtrpc: connection closing", "cause", cause)
-		}
-		graceful := cause == errLocalClose
-		c.sched.shutdown(graceful)
-		close(c.done)
-		c.cancel()
-		if !graceful {
-			_ = c.nc.Close()
-		}
-		c.mu.Lock()
-		pend := c.pending
-		c.pending = map[uint32]*pendingCall{}
-		sts := c.streams
-		c.streams = map[uint32]*stream.Stream{}
-		c.mu.Unlock()
-		for _, p := range pend {
-			p.finish(reply{}, c.err)
-		}
-		for _, s := range sts {
-			s.Fail(c.err)
-		}
-		c.msgs.close()
-	})
 }
 
 // readLoop reads every message and routes it; it never waits for user code

@@ -32,7 +32,15 @@
 // The scheduler sends control frames first, then calls, replies and
 // messages, then stream data one frame per stream in round-robin, so a small
 // call waits for at most one data frame. When the socket is idle, the
-// goroutine that queues a frame writes it itself.
+// goroutine that queues a frame writes it itself, unless it has a ctx that
+// can end: then the writer goroutine writes it, so that the caller can
+// return when its ctx ends even if the peer reads nothing.
+//
+// # Closing
+//
+// Close is prompt and may be called from any goroutine, handlers included;
+// it does not wait for handlers. Shutdown drains calls and streams first,
+// bounded by its ctx.
 //
 // # Errors
 //

@@ -126,6 +126,10 @@ func (c *Conn) handleCall(h frame.Header, fr *frame.Reader) error {
 		return errors.New("call from a server in compat mode")
 	}
 	p := Procedure{h.Prog, h.Vers, h.Proc}
+	if c.draining.Load() {
+		c.replyError(h, rpcError(frame.CodeRPC, "connection shutting down"), false)
+		return nil
+	}
 	if !c.authed.Load() && !c.cfg.Auth.allows(p) {
 		c.replyError(h, rpcError(frame.CodeRPC, "authentication required"), false)
 		return nil
@@ -141,7 +145,8 @@ func (c *Conn) handleCall(h frame.Header, fr *frame.Reader) error {
 		return nil
 	}
 	req := &Request{Header: h, Payload: payload, conn: c}
-	c.handlers.Add(1)
+	c.user.Add(1)
+	c.running.Add(1)
 	go c.serve(handler, req)
 	return nil
 }
@@ -165,7 +170,8 @@ func (c *Conn) serve(handler Handler, req *Request) {
 			req.freeSlot()
 			req.finish(nil, rpcError(frame.CodeInternalError, "handler exited without returning"))
 		}
-		c.handlers.Done()
+		c.running.Add(-1)
+		c.user.Done()
 	}()
 	out, err := runHandler(c.handlerCtx, handler, req)
 	returned = true
