@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -47,6 +48,9 @@ type Conn struct {
 	pending    map[uint32]*pendingCall
 	streams    map[uint32]*stream.Stream
 
+	negotiated chan struct{} // closed once the mode is settled
+	negOnce    sync.Once
+
 	done      chan struct{}
 	closeOnce sync.Once
 	err       error          // why the connection closed; set before done is closed
@@ -63,21 +67,71 @@ type Conn struct {
 // ctx. On failure nc is closed.
 func Client(ctx context.Context, nc net.Conn, opts *Options) (*Conn, error) {
 	c := newConn(nc, opts, false)
-	if c.cfg.Negotiation == CompatOnly {
-		return c, nil
+	if c.cfg.Negotiation != CompatOnly {
+		if err := c.hello(ctx); err != nil {
+			c.closeWith(err)
+			return nil, err
+		}
 	}
-	if err := c.hello(ctx); err != nil {
-		c.closeWith(err)
-		return nil, err
-	}
+	c.settle()
 	return c, nil
 }
 
 // Server starts a connection on the accepting side of nc. It runs in compat
-// mode until the peer's first call is a HELLO. It does not block.
+// mode until the peer's first call is a HELLO. It does not block: Negotiated
+// tells when the mode is settled, and Accept waits for it.
 func Server(nc net.Conn, opts *Options) *Conn {
 	return newConn(nc, opts, true)
 }
+
+// Accept starts a connection on the accepting side of nc, as Server does,
+// and returns once the peer's first call has settled the mode (a HELLO
+// makes it native; any other call leaves it compat), so Mode is final. If
+// nc has a HandshakeContext method (a *tls.Conn), the handshake runs first.
+// ctx bounds the handshake and the wait; on failure nc is closed and the
+// error says why (the connection's *ClosedError, or ctx's error).
+func Accept(ctx context.Context, nc net.Conn, opts *Options) (*Conn, error) {
+	if err := handshake(ctx, nc); err != nil {
+		return nil, err
+	}
+	c := Server(nc, opts)
+	select {
+	case <-c.negotiated:
+		return c, nil
+	case <-c.done:
+		c.wait()
+		return nil, c.err
+	case <-ctx.Done():
+		c.closeWith(ctx.Err())
+		c.wait()
+		return nil, ctx.Err()
+	}
+}
+
+// handshake runs nc's TLS handshake, if it has one, bounded by ctx; on
+// failure nc is closed.
+func handshake(ctx context.Context, nc net.Conn) error {
+	h, ok := nc.(interface{ HandshakeContext(context.Context) error })
+	if !ok {
+		return nil
+	}
+	if err := h.HandshakeContext(ctx); err != nil {
+		_ = nc.Close()
+		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+			return fmt.Errorf("virtrpc: TLS handshake: %w (%w)", ctx.Err(), err)
+		}
+		return fmt.Errorf("virtrpc: TLS handshake: %w", err)
+	}
+	return nil
+}
+
+// Negotiated is closed once the connection's mode is settled, and Mode no
+// longer changes: when Client returns on the dialing side, and once the
+// peer's first call has been handled on the accepting side. It stays open
+// if the connection closes first; select on Done as well.
+func (c *Conn) Negotiated() <-chan struct{} { return c.negotiated }
+
+func (c *Conn) settle() { c.negOnce.Do(func() { close(c.negotiated) }) }
 
 func newConn(nc net.Conn, opts *Options, isServer bool) *Conn {
 	c := &Conn{
@@ -87,6 +141,8 @@ func newConn(nc net.Conn, opts *Options, isServer bool) *Conn {
 		pending:  make(map[uint32]*pendingCall),
 		streams:  make(map[uint32]*stream.Stream),
 		done:     make(chan struct{}),
+
+		negotiated: make(chan struct{}),
 	}
 	c.budget = stream.NewBudget(int64(c.cfg.ConnectionWindow))
 	c.authed.Store(c.cfg.Auth == nil)

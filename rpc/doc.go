@@ -3,7 +3,9 @@
 //
 // Either side calls and either side serves. The dialing side starts a
 // connection with Client, which negotiates native mode with a HELLO call;
-// the accepting side uses Server, or Serve for a whole listener. Handlers are
+// the accepting side uses Accept (which returns once the peer's first call
+// settled the mode), Server (which returns at once; Negotiated tells when
+// the mode is settled), or Serve for a whole listener. Handlers are
 // registered on a Mux per (program, version, procedure).
 //
 // # Modes

@@ -115,12 +115,19 @@ func (c *Conn) handleCall(h frame.Header, fr *frame.Reader) error {
 	}
 	first := !c.firstCall.Swap(true)
 	if h.Prog == frame.ControlProgram {
-		return c.serveControl(h, payload, first)
+		err := c.serveControl(h, payload, first)
+		if first && err == nil {
+			c.settle() // native if the HELLO was accepted, compat otherwise
+		}
+		return err
 	}
 	// By mode, not by first call: after a HELLO we refused, the peer may go
 	// on in compat mode, which RequireNative must not serve either.
 	if c.isServer && c.cfg.Negotiation == RequireNative && c.Mode() != ModeNative {
 		return fmt.Errorf("%w: the peer's call is not in native mode (no accepted HELLO)", ErrNativeRefused)
+	}
+	if first {
+		c.settle() // a libvirt client: compat for good
 	}
 	if !c.isServer && c.Mode() != ModeNative {
 		return errors.New("call from a server in compat mode")
