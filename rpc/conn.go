@@ -14,7 +14,6 @@ import (
 
 	"github.com/virtrpc/virtrpc/frame"
 	"github.com/virtrpc/virtrpc/stream"
-	"github.com/virtrpc/virtrpc/transport"
 )
 
 // Conn is one virtrpc connection: either side calls, either side serves,
@@ -153,9 +152,6 @@ func newConn(nc net.Conn, opts *Options, isServer bool) *Conn {
 	c.lastRecv.Store(time.Now().UnixNano())
 	if isServer {
 		c.nextSerial = frame.ServerSerialBit
-	}
-	if c.cfg.NotSentLowat > 0 {
-		_ = transport.SetNotSentLowat(nc, c.cfg.NotSentLowat) // not TCP: nothing to do
 	}
 	var r io.Reader = nc
 	if _, ok := nc.(*tls.Conn); !ok {
