@@ -54,14 +54,11 @@ func TestServerCallRightAfterHelloIsNative(t *testing.T) {
 		srv := rpc.Server(sc, nil)
 		res := make(chan error, 1)
 		go func() {
-			for srv.Mode() != rpc.ModeNative {
-				select {
-				case <-srv.Done():
-					res <- srv.Err()
-					return
-				default:
-				}
-				time.Sleep(time.Microsecond)
+			select {
+			case <-srv.Negotiated():
+			case <-srv.Done():
+				res <- srv.Err()
+				return
 			}
 			_, err := srv.Call(context.Background(), echoProc, []byte("x"))
 			res <- err
