@@ -23,6 +23,7 @@ import (
 type Conn struct {
 	nc       net.Conn
 	cfg      config
+	enc      frame.Encoder // lays out and sizes every message this side sends
 	isServer bool
 
 	mode       atomic.Int32
@@ -143,6 +144,7 @@ func newConn(nc net.Conn, opts *Options, isServer bool) *Conn {
 
 		negotiated: make(chan struct{}),
 	}
+	c.enc = frame.Encoder{Max: c.cfg.MaxMessage}
 	c.budget = stream.NewBudget(int64(c.cfg.ConnectionWindow))
 	c.authed.Store(c.cfg.Auth == nil)
 	c.handlerCtx, c.cancel = context.WithCancel(context.Background())

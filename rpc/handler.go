@@ -259,19 +259,19 @@ func toRemote(err error) *frame.Error {
 	return rpcError(frame.CodeInternalError, "%s", err.Error())
 }
 
-// reply queues a reply; direct is false on the read loop (see sendCall).
+// reply queues a reply; direct is false on the read loop (see sendCall). A
+// reply over the message limit fails, and the caller gets an error reply.
 func (c *Conn) reply(h frame.Header, payload []byte, direct bool) error {
-	h.Type, h.Status = frame.TypeReply, frame.StatusOK
-	if len(payload)+frame.HeaderSize > c.cfg.MaxMessage {
+	msg, err := c.enc.Reply(h, payload)
+	if err != nil {
 		c.replyError(h, rpcError(frame.CodeInternalError, "reply of %d bytes over the message limit", len(payload)), direct)
-		return frame.ErrFrameTooLarge
+		return err
 	}
-	return c.sched.sendCall(context.Background(), frame.Append(make([]byte, 0, frame.Overhead+len(payload)), h, payload), direct)
+	return c.sched.sendCall(context.Background(), msg, direct)
 }
 
 func (c *Conn) replyError(h frame.Header, e *frame.Error, direct bool) {
-	h.Type, h.Status = frame.TypeReply, frame.StatusError
-	_ = c.sched.sendCall(context.Background(), frame.Append(nil, h, frame.EncodeError(e)), direct)
+	_ = c.sched.sendCall(context.Background(), c.enc.ErrorReply(h, e), direct)
 }
 
 // handleMessage answers keepalive, applies credit, and queues the rest for
