@@ -94,6 +94,21 @@ type Options struct {
 	// MaxMessage bounds a received message (header plus payload).
 	// Default 32 MiB, libvirt's limit.
 	MaxMessage int
+	// MaxUnauthMessage bounds a received message while the auth gate
+	// (Auth) is closed: an anonymous peer cannot make us read a large body.
+	// Default 512 KiB, room for libvirt's largest SASL step (64 KiB of XDR
+	// chars, 4 wire bytes each). Bigger messages close the connection.
+	MaxUnauthMessage int
+	// MessageTimeout and MinMessageRate reap a peer that stops or crawls in
+	// the middle of a message (keepalive cannot: the read loop is busy
+	// reading it). Within every MessageTimeout, a message being received
+	// must advance by MinMessageRate × MessageTimeout bytes or reach its
+	// end, else the connection closes with ErrSlowPeer. Defaults 30 s
+	// (libvirt's keepalive deadline) and 64 KiB/s: a 32 MiB message
+	// crosses a 512 kbit/s link in time. A negative MessageTimeout
+	// disables it. Silence between messages is keepalive's to reap.
+	MessageTimeout time.Duration
+	MinMessageRate int
 	// CompatStreamBuffer is how many bytes a stream buffers in compat mode
 	// before the read loop pauses. Default 4 MiB.
 	CompatStreamBuffer int
@@ -132,6 +147,11 @@ func resolve(o *Options) config {
 	def(&c.ChunkSize, frame.AlignedStreamPayload)
 	def(&c.MaxMessage, frame.MaxMessage)
 	def(&c.CompatStreamBuffer, 4<<20)
+	def(&c.MaxUnauthMessage, 512<<10)
+	def(&c.MinMessageRate, 64<<10)
+	if c.MessageTimeout == 0 {
+		c.MessageTimeout = 30 * time.Second
+	}
 	if c.NotSentLowat == 0 {
 		c.NotSentLowat = 32 << 10
 	}
