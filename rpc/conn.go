@@ -39,6 +39,7 @@ type Conn struct {
 	callSem    atomic.Pointer[chan struct{}] // native: the peer's MaxCalls
 	serving    atomic.Int32
 	budget     *stream.Budget
+	mem        *memBudget // what the peer can make us hold (budget.go)
 	bdp        bdpEstimator
 	helloRTT   time.Duration // set before the connection is shared
 	msgs       *messageQueue
@@ -90,6 +91,7 @@ func newConn(nc net.Conn, opts *Options, isServer bool) *Conn {
 		done:     make(chan struct{}),
 	}
 	c.budget = stream.NewBudget(int64(c.cfg.ConnectionWindow))
+	c.mem = newMemBudget(int64(c.cfg.ConnectionMemory), connReserve, nil)
 	c.authed.Store(c.cfg.Auth == nil)
 	c.handlerCtx, c.cancel = context.WithCancel(context.Background())
 	c.sched.init(c)

@@ -20,7 +20,8 @@ type Stats struct {
 	StreamBytesSent, StreamBytesReceived int64 // stream data payload only
 	StreamsOpen                          int   // streams registered now
 	StreamsOpened                        int64
-	CallsServing                         int // calls received and not yet answered
+	CallsServing                         int   // calls received and not yet answered
+	Memory                               int64 // bytes charged to the memory budget now (Options.ConnectionMemory)
 	PingsSent                            int64
 	Mode                                 Mode
 	RTT                                  int64 // nanoseconds, the current estimate
@@ -41,6 +42,7 @@ func (c *Conn) Stats() Stats {
 		StreamsOpen:         open,
 		StreamsOpened:       c.stats.streamsOpened.Load(),
 		CallsServing:        int(c.serving.Load()),
+		Memory:              c.mem.inUse(),
 		PingsSent:           c.stats.pingsOut.Load(),
 		Mode:                c.Mode(),
 		RTT:                 c.rttNanos.Load(),
