@@ -105,6 +105,9 @@ func (c *Conn) call(ctx context.Context, p Procedure, args []byte, before func(s
 	if c.isServer && c.Mode() != ModeNative {
 		return nil, fmt.Errorf("%w: a libvirt client serves no calls", ErrCompatMode)
 	}
+	if c.draining.Load() && c.Err() == nil {
+		return nil, ErrShutdown
+	}
 	// In native mode a slot of the peer's MaxCalls is held until the
 	// peer is done with the call: its reply, even a late one after ctx
 	// ended, or the connection's end.
@@ -262,6 +265,9 @@ func (c *Conn) Send(ctx context.Context, p Procedure, payload []byte) error {
 	}
 	if !c.isServer && c.Mode() != ModeNative {
 		return fmt.Errorf("%w: libvirt servers accept no MESSAGE from clients", ErrCompatMode)
+	}
+	if c.draining.Load() && c.Err() == nil {
+		return ErrShutdown
 	}
 	if len(payload)+frame.HeaderSize > c.cfg.MaxMessage {
 		return fmt.Errorf("virtrpc: message %s: %w: %d bytes", p, frame.ErrFrameTooLarge, len(payload))

@@ -14,7 +14,6 @@ import (
 
 	"github.com/virtrpc/virtrpc/frame"
 	"github.com/virtrpc/virtrpc/stream"
-	"github.com/virtrpc/virtrpc/transport"
 )
 
 // Conn is one virtrpc connection: either side calls, either side serves,
@@ -51,11 +50,16 @@ type Conn struct {
 	pending    map[uint32]*pendingCall
 	streams    map[uint32]*stream.Stream
 
+	negotiated chan struct{} // closed once the mode is settled
+	negOnce    sync.Once
+
 	done      chan struct{}
 	closeOnce sync.Once
-	err       error // why the connection closed; set before done is closed
-	loops     sync.WaitGroup
-	handlers  sync.WaitGroup
+	err       error          // why the connection closed; set before done is closed
+	loops     sync.WaitGroup // the connection's own goroutines: read loop, writer, keepalive
+	user      sync.WaitGroup // goroutines running user code: call handlers, the message queue
+	running   atomic.Int32   // call handlers running
+	draining  atomic.Bool    // Shutdown was called
 
 	stats statCounters
 }
@@ -65,21 +69,71 @@ type Conn struct {
 // ctx. On failure nc is closed.
 func Client(ctx context.Context, nc net.Conn, opts *Options) (*Conn, error) {
 	c := newConn(nc, opts, false)
-	if c.cfg.Negotiation == CompatOnly {
-		return c, nil
+	if c.cfg.Negotiation != CompatOnly {
+		if err := c.hello(ctx); err != nil {
+			c.closeWith(err)
+			return nil, err
+		}
 	}
-	if err := c.hello(ctx); err != nil {
-		c.closeWith(err)
-		return nil, err
-	}
+	c.settle()
 	return c, nil
 }
 
 // Server starts a connection on the accepting side of nc. It runs in compat
-// mode until the peer's first call is a HELLO. It does not block.
+// mode until the peer's first call is a HELLO. It does not block: Negotiated
+// tells when the mode is settled, and Accept waits for it.
 func Server(nc net.Conn, opts *Options) *Conn {
 	return newConn(nc, opts, true)
 }
+
+// Accept starts a connection on the accepting side of nc, as Server does,
+// and returns once the peer's first call has settled the mode (a HELLO
+// makes it native; any other call leaves it compat), so Mode is final. If
+// nc has a HandshakeContext method (a *tls.Conn), the handshake runs first.
+// ctx bounds the handshake and the wait; on failure nc is closed and the
+// error says why (the connection's *ClosedError, or ctx's error).
+func Accept(ctx context.Context, nc net.Conn, opts *Options) (*Conn, error) {
+	if err := handshake(ctx, nc); err != nil {
+		return nil, err
+	}
+	c := Server(nc, opts)
+	select {
+	case <-c.negotiated:
+		return c, nil
+	case <-c.done:
+		c.wait()
+		return nil, c.err
+	case <-ctx.Done():
+		c.closeWith(ctx.Err())
+		c.wait()
+		return nil, ctx.Err()
+	}
+}
+
+// handshake runs nc's TLS handshake, if it has one, bounded by ctx; on
+// failure nc is closed.
+func handshake(ctx context.Context, nc net.Conn) error {
+	h, ok := nc.(interface{ HandshakeContext(context.Context) error })
+	if !ok {
+		return nil
+	}
+	if err := h.HandshakeContext(ctx); err != nil {
+		_ = nc.Close()
+		if ctx.Err() != nil && !errors.Is(err, ctx.Err()) {
+			return fmt.Errorf("virtrpc: TLS handshake: %w (%w)", ctx.Err(), err)
+		}
+		return fmt.Errorf("virtrpc: TLS handshake: %w", err)
+	}
+	return nil
+}
+
+// Negotiated is closed once the connection's mode is settled, and Mode no
+// longer changes: when Client returns on the dialing side, and once the
+// peer's first call has been handled on the accepting side. It stays open
+// if the connection closes first; select on Done as well.
+func (c *Conn) Negotiated() <-chan struct{} { return c.negotiated }
+
+func (c *Conn) settle() { c.negOnce.Do(func() { close(c.negotiated) }) }
 
 func newConn(nc net.Conn, opts *Options, isServer bool) *Conn {
 	c := &Conn{
@@ -89,6 +143,8 @@ func newConn(nc net.Conn, opts *Options, isServer bool) *Conn {
 		pending:  make(map[uint32]*pendingCall),
 		streams:  make(map[uint32]*stream.Stream),
 		done:     make(chan struct{}),
+
+		negotiated: make(chan struct{}),
 	}
 	c.budget = stream.NewBudget(int64(c.cfg.ConnectionWindow))
 	c.mem = newMemBudget(int64(c.cfg.ConnectionMemory), connReserve, nil)
@@ -101,15 +157,13 @@ func newConn(nc net.Conn, opts *Options, isServer bool) *Conn {
 	if isServer {
 		c.nextSerial = frame.ServerSerialBit
 	}
-	if c.cfg.NotSentLowat > 0 {
-		_ = transport.SetNotSentLowat(nc, c.cfg.NotSentLowat) // not TCP: nothing to do
-	}
 	var r io.Reader = nc
 	if _, ok := nc.(*tls.Conn); !ok {
 		r = bufio.NewReaderSize(nc, 64<<10) // TLS buffers a record already
 	}
 	fr := frame.NewReader(countingReader{r, &c.rxBytes}, &frame.ReaderOptions{MaxMessage: c.cfg.MaxMessage})
-	c.loops.Add(3)
+	c.loops.Add(2)
+	c.user.Add(1)
 	go c.readLoop(fr)
 	go c.sched.run()
 	go c.msgs.run()
@@ -146,55 +200,6 @@ func (c *Conn) Err() error {
 	default:
 		return nil
 	}
-}
-
-// Close closes the connection: queued calls, replies and messages are
-// flushed for up to a second, then every waiter is unblocked with a
-// *ClosedError and handlers' contexts are cancelled. Close waits for the
-// connection's goroutines and running handlers to end, so a handler of this
-// connection that wants it closed must not wait for Close: it calls
-// go req.Conn().Close() and returns.
-func (c *Conn) Close() error {
-	c.closeWith(errLocalClose)
-	c.wait()
-	return nil
-}
-
-// wait blocks until all goroutines of the connection have ended.
-func (c *Conn) wait() {
-	c.loops.Wait()
-	c.handlers.Wait()
-}
-
-// closeWith shuts the connection down once, recording cause; it does not
-// wait for goroutines (it may run on one of them).
-func (c *Conn) closeWith(cause error) {
-	c.closeOnce.Do(func() {
-		c.err = &ClosedError{Cause: cause}
-		if cause != errLocalClose {
-			c.cfg.log.Debug("virtrpc: connection closing", "cause", cause)
-		}
-		graceful := cause == errLocalClose
-		c.sched.shutdown(graceful)
-		close(c.done)
-		c.cancel()
-		if !graceful {
-			_ = c.nc.Close()
-		}
-		c.mu.Lock()
-		pend := c.pending
-		c.pending = map[uint32]*pendingCall{}
-		sts := c.streams
-		c.streams = map[uint32]*stream.Stream{}
-		c.mu.Unlock()
-		for _, p := range pend {
-			p.finish(reply{}, c.err)
-		}
-		for _, s := range sts {
-			s.Fail(c.err)
-		}
-		c.msgs.close()
-	})
 }
 
 // readLoop reads every message and routes it; it never waits for user code

@@ -133,17 +133,28 @@ func (c *Conn) handleCall(h frame.Header, fr *frame.Reader) error {
 	}()
 	first := !c.firstCall.Swap(true)
 	if h.Prog == frame.ControlProgram {
-		return c.serveControl(h, payload, first)
+		err := c.serveControl(h, payload, first)
+		if first && err == nil {
+			c.settle() // native if the HELLO was accepted, compat otherwise
+		}
+		return err
 	}
 	// By mode, not by first call: after a HELLO we refused, the peer may go
 	// on in compat mode, which RequireNative must not serve either.
 	if c.isServer && c.cfg.Negotiation == RequireNative && c.Mode() != ModeNative {
 		return fmt.Errorf("%w: the peer's call is not in native mode (no accepted HELLO)", ErrNativeRefused)
 	}
+	if first {
+		c.settle() // a libvirt client: compat for good
+	}
 	if !c.isServer && c.Mode() != ModeNative {
 		return errors.New("call from a server in compat mode")
 	}
 	p := Procedure{h.Prog, h.Vers, h.Proc}
+	if c.draining.Load() {
+		c.replyError(h, rpcError(frame.CodeRPC, "connection shutting down"), false)
+		return nil
+	}
 	if !c.authed.Load() && !c.cfg.Auth.allows(p) {
 		return c.replyError(h, rpcError(frame.CodeRPC, "authentication required"), false)
 	}
@@ -157,7 +168,8 @@ func (c *Conn) handleCall(h frame.Header, fr *frame.Reader) error {
 	}
 	req := &Request{Header: h, Payload: payload, conn: c, charged: charged}
 	dispatched = true
-	c.handlers.Add(1)
+	c.user.Add(1)
+	c.running.Add(1)
 	go c.serve(handler, req)
 	return nil
 }
@@ -182,7 +194,8 @@ func (c *Conn) serve(handler Handler, req *Request) {
 			req.finish(nil, rpcError(frame.CodeInternalError, "handler exited without returning"))
 		}
 		req.freeSlot() // if the reply was not queued
-		c.handlers.Done()
+		c.running.Add(-1)
+		c.user.Done()
 	}()
 	out, err := runHandler(c.handlerCtx, handler, req)
 	returned = true

@@ -145,6 +145,7 @@ func (c *Conn) serveControl(h frame.Header, payload []byte, first bool) error {
 	// Native as the reply is queued, under the queue's lock: a native call
 	// of ours made once Mode says native goes out behind the reply, and the
 	// reply (so the peer's Client returning) cannot come before the mode.
-	// The peer's next frame, read after this returns, is native too.
-	return c.sched.queueThen(reply, func() { c.goNative(peer) })
+	// The peer's next frame, read after this returns, is native too, and
+	// Negotiated is closed before the peer's Client can return.
+	return c.sched.queueThen(reply, func() { c.goNative(peer); c.settle() })
 }

@@ -56,7 +56,7 @@ func (m *messageQueue) close() {
 }
 
 func (m *messageQueue) run() {
-	defer m.c.loops.Done()
+	defer m.c.user.Done()
 	for {
 		m.mu.Lock()
 		for len(m.q) == 0 && !m.closed {

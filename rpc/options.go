@@ -52,7 +52,10 @@ type AuthGate struct {
 }
 
 // Options configure a connection. The zero value (or nil) means the
-// documented defaults.
+// documented defaults. Socket options are not set here: the transport
+// package's dialers and listeners tune TCP (TCP_NOTSENT_LOWAT, so a small
+// call does not wait behind bulk data in the kernel; TCP_NODELAY), and
+// transport.Tune tunes a connection made elsewhere.
 type Options struct {
 	// Handlers serves the peer's calls and messages. Nil serves none: every
 	// call gets an "unknown procedure" error reply.
@@ -124,13 +127,9 @@ type Options struct {
 	// CompatStreamBuffer is how many bytes a stream buffers in compat mode
 	// before the read loop pauses. Default 4 MiB.
 	CompatStreamBuffer int
-	// NotSentLowat is the TCP_NOTSENT_LOWAT set on a TCP connection (also
-	// under TLS) when the connection starts, so that little data waits in
-	// the socket below the write scheduler and a small call overtakes bulk
-	// data. Default 32 KiB; negative leaves the socket as it is. It costs no
-	// throughput; it is a no-op on unix sockets and where the platform
-	// lacks it.
-	NotSentLowat int
+	// HandshakeTimeout bounds the TLS handshake of each connection Serve
+	// accepts (Accept takes a ctx instead). Default 10s.
+	HandshakeTimeout time.Duration
 	// Logger receives debug and error logs; nil is silent.
 	Logger *slog.Logger
 }
@@ -165,14 +164,14 @@ func resolve(o *Options) config {
 	if c.MessageTimeout == 0 {
 		c.MessageTimeout = 30 * time.Second
 	}
-	if c.NotSentLowat == 0 {
-		c.NotSentLowat = 32 << 10
-	}
 	// At least what a peer's HELLO must announce, at most what it can (a
 	// 32-bit field: a larger window would be announced truncated and stall).
 	c.StreamWindow = int(min(int64(max(c.StreamWindow, minPeerWindow)), math.MaxUint32))
 	c.MaxStreamWindow = max(c.MaxStreamWindow, c.StreamWindow)
 	c.ChunkSize = min(c.ChunkSize, c.MaxMessage-frame.HeaderSize)
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
 	if c.KeepaliveInterval == 0 {
 		c.KeepaliveInterval = 5 * time.Second
 	}
