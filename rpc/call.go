@@ -239,10 +239,11 @@ func (c *Conn) handleReply(h frame.Header, fr *frame.Reader) error {
 	if h.Status != frame.StatusOK && h.Status != frame.StatusError {
 		return fmt.Errorf("reply with status %s", h.Status)
 	}
-	payload, err := fr.Payload()
+	payload, charged, err := c.readBody(fr, "reply")
 	if err != nil {
 		return err
 	}
+	c.mem.give(charged) // read whole: the caller's from here
 	c.mu.Lock()
 	if ok = c.pending[h.Serial] == pc; ok {
 		delete(c.pending, h.Serial)

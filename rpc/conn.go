@@ -32,11 +32,14 @@ type Conn struct {
 	rttNanos   atomic.Int64
 	lastRecv   atomic.Int64 // unix nanos of the last message received
 	routing    atomic.Bool  // the read loop is handling a message, not waiting for one
+	rxBytes    atomic.Int64 // bytes the frame reader took from nc (countingReader)
+	msgEnd     atomic.Int64 // rxBytes once the message being read is in
 	firstCall  atomic.Bool  // the peer's first call has been seen
 	sched      scheduler
 	callSem    atomic.Pointer[chan struct{}] // native: the peer's MaxCalls
 	serving    atomic.Int32
 	budget     *stream.Budget
+	mem        *memBudget // what the peer can make us hold (budget.go)
 	bdp        bdpEstimator
 	helloRTT   time.Duration // set before the connection is shared
 	msgs       *messageQueue
@@ -146,6 +149,7 @@ func newConn(nc net.Conn, opts *Options, isServer bool) *Conn {
 	}
 	c.enc = frame.Encoder{Max: c.cfg.MaxMessage}
 	c.budget = stream.NewBudget(int64(c.cfg.ConnectionWindow))
+	c.mem = newMemBudget(int64(c.cfg.ConnectionMemory), connReserve, nil)
 	c.authed.Store(c.cfg.Auth == nil)
 	c.handlerCtx, c.cancel = context.WithCancel(context.Background())
 	c.sched.init(c)
@@ -159,13 +163,13 @@ func newConn(nc net.Conn, opts *Options, isServer bool) *Conn {
 	if _, ok := nc.(*tls.Conn); !ok {
 		r = bufio.NewReaderSize(nc, 64<<10) // TLS buffers a record already
 	}
-	fr := frame.NewReader(r, &frame.ReaderOptions{MaxMessage: c.cfg.MaxMessage})
+	fr := frame.NewReader(countingReader{r, &c.rxBytes}, &frame.ReaderOptions{MaxMessage: c.cfg.MaxMessage})
 	c.loops.Add(2)
 	c.user.Add(1)
 	go c.readLoop(fr)
 	go c.sched.run()
 	go c.msgs.run()
-	if c.cfg.KeepaliveInterval > 0 {
+	if c.cfg.KeepaliveInterval > 0 || c.cfg.MessageTimeout > 0 {
 		c.loops.Add(1)
 		go c.keepalive()
 	}
@@ -212,8 +216,11 @@ func (c *Conn) readLoop(fr *frame.Reader) {
 		}
 		c.stats.framesIn.Add(1)
 		c.stats.bytesIn.Add(int64(frame.Overhead + n))
-		c.routing.Store(true) // keepalive does not count time spent here as the peer's silence
-		err = c.route(h, fr)
+		c.msgEnd.Store(c.rxBytes.Load() + int64(n)) // the watchdog times the body
+		c.routing.Store(true)                       // keepalive does not count time spent here as the peer's silence
+		if err = c.checkUnauthSize(h, n); err == nil {
+			err = c.route(h, fr)
+		}
 		c.routing.Store(false)
 		c.lastRecv.Store(time.Now().UnixNano())
 		if err != nil {
@@ -227,6 +234,18 @@ func (c *Conn) readLoop(fr *frame.Reader) {
 			return
 		}
 	}
+}
+
+// checkUnauthSize refuses a large message before the auth gate opens,
+// before its body is read: an anonymous peer gets small messages only.
+// Checked after the header, not by the frame reader's limit, so a client
+// that sends a large call right after its last auth step's reply is not
+// refused for a limit the read loop armed before Authenticate ran.
+func (c *Conn) checkUnauthSize(h frame.Header, n int) error {
+	if c.cfg.Auth == nil || frame.HeaderSize+n <= c.cfg.MaxUnauthMessage || c.authed.Load() {
+		return nil
+	}
+	return &frame.ProtocolError{Header: &h, Err: fmt.Errorf("%w before authentication: %d > %d", frame.ErrFrameTooLarge, frame.HeaderSize+n, c.cfg.MaxUnauthMessage)}
 }
 
 func (c *Conn) readFailed(err error) {

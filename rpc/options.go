@@ -97,6 +97,33 @@ type Options struct {
 	// MaxMessage bounds a received message (header plus payload).
 	// Default 32 MiB, libvirt's limit.
 	MaxMessage int
+	// MaxUnauthMessage bounds a received message while the auth gate
+	// (Auth) is closed: an anonymous peer cannot make us read a large body.
+	// Default 512 KiB, room for libvirt's largest SASL step (64 KiB of XDR
+	// chars, 4 wire bytes each). Bigger messages close the connection.
+	MaxUnauthMessage int
+	// ConnectionMemory bounds what a peer can make this connection hold:
+	// message bodies being read (charged as they arrive), call payloads
+	// while their handler runs, replies and messages waiting to be sent,
+	// messages waiting for their handler. A call whose payload does not fit
+	// is discarded and gets an error reply; a reply that does not fit is
+	// replaced by an error reply; a message (or reply to our call) that
+	// does not fit, or an error reply that cannot be queued, closes the
+	// connection; all with ErrMemoryBudget's text. Default 128 MiB: four
+	// libvirt-size messages, so a 32 MiB call can be read while another is
+	// served and its reply queued. Stream buffers are bounded apart
+	// (StreamBuffer, ConnectionWindow, CompatStreamBuffer).
+	ConnectionMemory int
+	// MessageTimeout and MinMessageRate reap a peer that stops or crawls in
+	// the middle of a message (keepalive cannot: the read loop is busy
+	// reading it). Within every MessageTimeout, a message being received
+	// must advance by MinMessageRate × MessageTimeout bytes or reach its
+	// end, else the connection closes with ErrSlowPeer. Defaults 30 s
+	// (libvirt's keepalive deadline) and 64 KiB/s: a 32 MiB message
+	// crosses a 512 kbit/s link in time. A negative MessageTimeout
+	// disables it. Silence between messages is keepalive's to reap.
+	MessageTimeout time.Duration
+	MinMessageRate int
 	// CompatStreamBuffer is how many bytes a stream buffers in compat mode
 	// before the read loop pauses. Default 4 MiB.
 	CompatStreamBuffer int
@@ -131,6 +158,12 @@ func resolve(o *Options) config {
 	def(&c.ChunkSize, frame.AlignedStreamPayload)
 	def(&c.MaxMessage, frame.MaxMessage)
 	def(&c.CompatStreamBuffer, 4<<20)
+	def(&c.MaxUnauthMessage, 512<<10)
+	def(&c.ConnectionMemory, 128<<20)
+	def(&c.MinMessageRate, 64<<10)
+	if c.MessageTimeout == 0 {
+		c.MessageTimeout = 30 * time.Second
+	}
 	// At least what a peer's HELLO must announce, at most what it can (a
 	// 32-bit field: a larger window would be announced truncated and stall).
 	c.StreamWindow = int(min(int64(max(c.StreamWindow, minPeerWindow)), math.MaxUint32))
