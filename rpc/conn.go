@@ -23,6 +23,7 @@ import (
 type Conn struct {
 	nc       net.Conn
 	cfg      config
+	enc      frame.Encoder // lays out and sizes every message this side sends
 	isServer bool
 
 	mode       atomic.Int32
@@ -152,6 +153,7 @@ func newConnIn(nc net.Conn, opts *Options, isServer bool, adm *admission) *Conn 
 
 		negotiated: make(chan struct{}),
 	}
+	c.enc = frame.Encoder{Max: c.cfg.MaxMessage}
 	c.budget = stream.NewBudget(int64(c.cfg.ConnectionWindow))
 	c.adm = adm
 	var server *serverBudget

@@ -281,10 +281,9 @@ func toRemote(err error) *frame.Error {
 // the read loop (see sendCall). A reply over the budget is replaced by an
 // error reply that says so: the call fails, memory does not grow.
 func (c *Conn) reply(h frame.Header, payload []byte, direct bool, queued func()) error {
-	h.Type, h.Status = frame.TypeReply, frame.StatusOK
-	if len(payload)+frame.HeaderSize > c.cfg.MaxMessage {
+	if err := c.enc.Check(len(payload)); err != nil {
 		_ = c.replyErrorThen(h, rpcError(frame.CodeInternalError, "reply of %d bytes over the message limit", len(payload)), direct, queued)
-		return frame.ErrFrameTooLarge
+		return err
 	}
 	n := int64(frame.Overhead + len(payload))
 	if !c.mem.take(n) {
@@ -292,7 +291,8 @@ func (c *Conn) reply(h frame.Header, payload []byte, direct bool, queued func())
 		_ = c.replyErrorThen(h, rpcError(frame.CodeRPC, "%v (the caller reads its replies too slowly?)", err), direct, queued)
 		return err
 	}
-	return c.sched.queueReply(frame.Append(make([]byte, 0, n), h, payload), direct, queued)
+	msg, _ := c.enc.Reply(h, payload) // checked above, before the budget was charged
+	return c.sched.queueReply(msg, direct, queued)
 }
 
 // replyError queues an error reply from the read loop.
@@ -304,8 +304,7 @@ func (c *Conn) replyError(h frame.Header, e *frame.Error, direct bool) error {
 // that does not fit means the peer lets replies pile up without reading
 // them: the connection closes, as nothing smaller can be sent.
 func (c *Conn) replyErrorThen(h frame.Header, e *frame.Error, direct bool, queued func()) error {
-	h.Type, h.Status = frame.TypeReply, frame.StatusError
-	msg := frame.Append(nil, h, frame.EncodeError(e))
+	msg := c.enc.ErrorReply(h, e) // always fits a message
 	if !c.mem.take(int64(len(msg))) {
 		err := fmt.Errorf("%w: the peer lets replies pile up unread", c.budgetError("error reply", int64(len(msg))))
 		c.closeWith(err)

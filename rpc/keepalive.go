@@ -11,8 +11,8 @@ import (
 // queued straight from the read loop, so they never wait behind bulk data
 // for more than the frame being written.
 func (c *Conn) sendKeepalive(proc int32, direct bool) {
-	var b [frame.Overhead]byte
-	frame.PutHeader(b[:], frame.Header{Prog: frame.KeepaliveProgram, Vers: frame.KeepaliveVersion, Proc: proc, Type: frame.TypeMessage}, 0)
+	var b [frame.KeepaliveSize]byte
+	frame.PutKeepalive(b[:], proc)
 	if proc == frame.KeepalivePong {
 		c.sched.sendPong(b[:]) // one queued PONG answers a burst of pings
 		return

@@ -264,9 +264,11 @@ func (s *scheduler) writeData(f stream.Frame) bool {
 func (s *scheduler) shutdown() {
 	s.mu.Lock()
 	s.closing = true
+	dropped := s.callBytes // each queued message is charged its length
 	s.ctrl, s.ctrlN, s.calls, s.callBytes, s.ready = nil, 0, nil, 0, nil
 	s.space.Broadcast()
 	s.mu.Unlock()
+	s.c.mem.give(int64(dropped))
 	s.kick()
 }
 
