@@ -67,13 +67,18 @@ type Conn struct {
 }
 
 // Client starts a connection on the dialing side of nc and, unless the
-// options say CompatOnly, negotiates native mode with a HELLO call bounded by
-// ctx. On failure nc is closed.
+// options say CompatOnly, negotiates native mode with a HELLO call. If nc
+// has a HandshakeContext method (a *tls.Conn) whose handshake has not run,
+// it runs first. ctx bounds both. On failure nc is closed.
 func Client(ctx context.Context, nc net.Conn, opts *Options) (*Conn, error) {
+	if err := handshake(ctx, nc); err != nil {
+		return nil, err
+	}
 	c := newConn(nc, opts, false)
 	if c.cfg.Negotiation != CompatOnly {
 		if err := c.hello(ctx); err != nil {
 			c.closeWith(err)
+			c.wait()
 			return nil, err
 		}
 	}
