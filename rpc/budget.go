@@ -18,7 +18,7 @@ var ErrMemoryBudget = errors.New("virtrpc: over the memory budget")
 // connReserve is the part of a connection's budget that is its own, not
 // drawn from the server's (see memBudget): room for small calls, their
 // replies and a stream's control messages.
-const connReserve = 256 << 10
+const connReserve = 64 << 10
 
 // serverBudget is the memory all of a Serve's connections may hold.
 type serverBudget struct {
@@ -96,6 +96,17 @@ func (b *memBudget) give(n int64) {
 		b.server.give(d)
 	}
 	b.used -= n
+	b.mu.Unlock()
+}
+
+// close returns everything still charged to the server, once the
+// connection's goroutines have ended (what they held is garbage then).
+func (b *memBudget) close() {
+	b.mu.Lock()
+	if !b.closed && b.server != nil {
+		b.server.give(b.over(b.used))
+	}
+	b.closed = true
 	b.mu.Unlock()
 }
 

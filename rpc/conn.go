@@ -40,6 +40,7 @@ type Conn struct {
 	serving    atomic.Int32
 	budget     *stream.Budget
 	mem        *memBudget // what the peer can make us hold (budget.go)
+	adm        *admission // its place in Serve's limits; nil outside Serve
 	bdp        bdpEstimator
 	helloRTT   time.Duration // set before the connection is shared
 	msgs       *messageQueue
@@ -142,6 +143,11 @@ func (c *Conn) Negotiated() <-chan struct{} { return c.negotiated }
 func (c *Conn) settle() { c.negOnce.Do(func() { close(c.negotiated) }) }
 
 func newConn(nc net.Conn, opts *Options, isServer bool) *Conn {
+	return newConnIn(nc, opts, isServer, nil)
+}
+
+// newConnIn starts a connection within a Serve's limits (adm), if not nil.
+func newConnIn(nc net.Conn, opts *Options, isServer bool, adm *admission) *Conn {
 	c := &Conn{
 		nc:       nc,
 		cfg:      resolve(opts),
@@ -154,7 +160,12 @@ func newConn(nc net.Conn, opts *Options, isServer bool) *Conn {
 	}
 	c.enc = frame.Encoder{Max: c.cfg.MaxMessage}
 	c.budget = stream.NewBudget(int64(c.cfg.ConnectionWindow))
-	c.mem = newMemBudget(int64(c.cfg.ConnectionMemory), connReserve, nil)
+	c.adm = adm
+	var server *serverBudget
+	if adm != nil {
+		server = &adm.s.mem
+	}
+	c.mem = newMemBudget(int64(c.cfg.ConnectionMemory), connReserve, server)
 	c.authed.Store(c.cfg.Auth == nil)
 	c.handlerCtx, c.cancel = context.WithCancel(context.Background())
 	c.sched.init(c)
@@ -191,7 +202,10 @@ func (c *Conn) IsServer() bool { return c.isServer }
 func (c *Conn) NetConn() net.Conn { return c.nc }
 
 // Authenticate opens the auth gate: every procedure is dispatched from now on.
-func (c *Conn) Authenticate() { c.authed.Store(true) }
+func (c *Conn) Authenticate() {
+	c.authed.Store(true)
+	c.adm.authenticated() // Serve's MaxUnauthenticated place is free
+}
 
 // Authenticated reports whether the auth gate is open.
 func (c *Conn) Authenticated() bool { return c.authed.Load() }

@@ -114,6 +114,29 @@ type Options struct {
 	// served and its reply queued. Stream buffers are bounded apart
 	// (StreamBuffer, ConnectionWindow, CompatStreamBuffer).
 	ConnectionMemory int
+	// ServerMemory bounds what all connections of one Serve hold together:
+	// each connection's ConnectionMemory use beyond its first 64 KiB, plus
+	// 128 KiB per connection (its read buffer, and those 64 KiB, so a small
+	// call always fits), paid as it is accepted: at most 8192 connections
+	// per GiB. A connection that does not fit is closed at once; beyond
+	// it, calls fail as over ConnectionMemory. Default 1 GiB, about eight
+	// connections' worth of 32 MiB messages at once. Serve only.
+	ServerMemory int
+	// MaxConnections caps the connections one Serve serves at once, TLS
+	// handshakes included; one more is closed as soon as it is accepted
+	// (accepting goes on, so the listen queue never fills behind an
+	// attacker). Default 5000, libvirtd's max_clients. Serve only.
+	MaxConnections int
+	// MaxUnauthenticated caps the connections whose auth gate (Auth) is
+	// still closed; one more is closed at once. Default 20, libvirtd's
+	// max_anonymous_clients. Without Auth, connections start
+	// authenticated and only MaxConnections applies. Serve only.
+	MaxUnauthenticated int
+	// AuthTimeout closes a connection still unauthenticated this long
+	// after it started (after its TLS handshake), with ErrAuthTimeout.
+	// Default 60 s (a person may be typing a SASL password); negative
+	// disables. Serve only.
+	AuthTimeout time.Duration
 	// MessageTimeout and MinMessageRate reap a peer that stops or crawls in
 	// the middle of a message (keepalive cannot: the read loop is busy
 	// reading it). Within every MessageTimeout, a message being received
@@ -160,6 +183,12 @@ func resolve(o *Options) config {
 	def(&c.CompatStreamBuffer, 4<<20)
 	def(&c.MaxUnauthMessage, 512<<10)
 	def(&c.ConnectionMemory, 128<<20)
+	def(&c.ServerMemory, 1<<30)
+	def(&c.MaxConnections, 5000)
+	def(&c.MaxUnauthenticated, 20)
+	if c.AuthTimeout == 0 {
+		c.AuthTimeout = time.Minute
+	}
 	def(&c.MinMessageRate, 64<<10)
 	if c.MessageTimeout == 0 {
 		c.MessageTimeout = 30 * time.Second

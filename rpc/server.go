@@ -26,7 +26,13 @@ type Listener interface {
 // fails, after closing l and every connection it accepted and waiting for
 // them. Accept errors that pass (out of file descriptors or buffers, a
 // connection aborted before it was accepted) are retried with a backoff of
-// up to a second, as net/http does, and logged.
+// up to a second, as net/http does, and logged; connections already served
+// carry on meanwhile.
+//
+// Serve caps what its clients can take, as libvirtd does: connections
+// (MaxConnections), connections not yet authenticated (MaxUnauthenticated,
+// AuthTimeout), and the memory they hold together (ServerMemory). A
+// connection over a cap is closed as soon as it is accepted.
 func Serve(ctx context.Context, l Listener, opts *Options, onConn func(*Conn)) error {
 	cfg := resolve(opts)
 	var (
@@ -40,8 +46,10 @@ func Serve(ctx context.Context, l Listener, opts *Options, onConn func(*Conn)) e
 	defer stopAll()
 	stop := context.AfterFunc(ctx, func() { _ = l.Close() })
 	defer stop()
-	serve := func(nc net.Conn) {
-		defer wg.Done()
+	limits := newServerLimits(cfg)
+	serve := func(nc net.Conn, adm *admission) {
+		var c *Conn
+		defer func() { adm.leave(c); wg.Done() }()
 		hctx, cancel := context.WithTimeout(sctx, cfg.HandshakeTimeout)
 		err := handshake(hctx, nc)
 		cancel()
@@ -49,7 +57,8 @@ func Serve(ctx context.Context, l Listener, opts *Options, onConn func(*Conn)) e
 			cfg.log.Debug("virtrpc: handshake failed", "remote", nc.RemoteAddr(), "err", err)
 			return
 		}
-		c := Server(nc, opts)
+		c = newConnIn(nc, opts, true, adm)
+		defer adm.watchAuth(c)()
 		mu.Lock()
 		if stopped {
 			mu.Unlock()
@@ -89,8 +98,14 @@ func Serve(ctx context.Context, l Listener, opts *Options, onConn func(*Conn)) e
 			break
 		}
 		backoff = 0
+		adm, why := limits.admit()
+		if why != nil { // closed at once: waiting would let the listen queue fill behind an attacker
+			cfg.log.Debug("virtrpc: connection refused", "remote", nc.RemoteAddr(), "why", why)
+			_ = nc.Close()
+			continue
+		}
 		wg.Add(1)
-		go serve(nc)
+		go serve(nc, adm)
 	}
 	_ = l.Close()
 	stopAll()
