@@ -18,8 +18,9 @@ import (
 
 // Conn is one virtrpc connection: either side calls, either side serves,
 // and any number of streams share it. Create it with Client on the dialing
-// side and Server on the accepting side. All methods are safe for concurrent
-// use.
+// side and Accept or Server on the accepting side (Serve does it for a
+// listener); end it with Close, or Shutdown to drain first. All methods are
+// safe for concurrent use.
 type Conn struct {
 	nc       net.Conn
 	cfg      config
