@@ -160,6 +160,19 @@ func (o *Outgoing) fail(e *Error) *Error {
 	return e
 }
 
+// failed records err, seen in phase; once ctx has ended, the failure is
+// the cancellation, whatever error it caused.
+func (o *Outgoing) failed(ctx context.Context, phase Phase, err error) *Error {
+	if cause := context.Cause(ctx); cause != nil {
+		var e *Error
+		if errors.As(cause, &e) {
+			return o.fail(e)
+		}
+		err = fmt.Errorf("cancelled: %w", cause)
+	}
+	return o.fail(classify(phase, Source, err))
+}
+
 func (o *Outgoing) currentPhase() Phase {
 	o.mu.Lock()
 	defer o.mu.Unlock()
@@ -179,11 +192,9 @@ func (o *Outgoing) Run(ctx context.Context) error {
 	o.mu.Lock()
 	o.cancel = cancel
 	o.mu.Unlock()
-	stopCancel := context.AfterFunc(ctx, func() {
-		o.fail(&Error{Phase: o.currentPhase(), Side: Source, Err: fmt.Errorf("cancelled: %w", context.Cause(ctx))})
-	})
+	stopCancel := context.AfterFunc(ctx, func() { o.failed(ctx, o.currentPhase(), nil) })
 	defer stopCancel()
-	failed := func(phase Phase, err error) *Error { return o.fail(classify(phase, Source, err)) }
+	failed := func(phase Phase, err error) *Error { return o.failed(ctx, phase, err) }
 
 	o.setPhase(Begin)
 	plan, err := o.drv.Begin(ctx)
@@ -345,7 +356,7 @@ func (o *Outgoing) perform(ctx context.Context, plan Plan, cookie []byte) ([]int
 			}
 			if err != nil {
 				errs[i] = fmt.Errorf("stream %s: %w", plan.Streams[i].Name, err)
-				o.fail(classify(Perform, Source, errs[i]))
+				o.failed(ctx, Perform, errs[i])
 			}
 		})
 	}
