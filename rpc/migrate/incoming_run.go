@@ -19,7 +19,7 @@ func (in *Incoming) run() {
 	}
 	if len(sinks) != len(in.Streams) {
 		e := in.fail(&Error{Phase: Prepare, Side: Destination,
-			Err: fmt.Errorf("Prepare returned %d writers for %d streams", len(sinks), len(in.Streams))})
+			Err: fmt.Errorf("the driver's Prepare returned %d writers for %d streams", len(sinks), len(in.Streams))})
 		in.prepared <- prepareResult{err: e}
 		in.cleanup(e)
 		return

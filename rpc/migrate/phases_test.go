@@ -87,7 +87,9 @@ func TestFailureInEveryPhaseReachesTheOtherSide(t *testing.T) {
 			func(e *env) { e.src.beginErr = errors.New("no such guest") },
 			check{noConfirm: true}},
 		{"prepare on the destination", migrate.Prepare, migrate.Destination, "no room for the guest",
-			func(e *env) { e.dst.prepare = func(context.Context) error { return errors.New("no room for the guest") } },
+			func(e *env) {
+				e.dst.prepare = func(context.Context) error { return errors.New("no room for the guest") }
+			},
 			check{}},
 		{"prepare cancelled on the source", migrate.Prepare, migrate.Source, "operator gave up",
 			func(e *env) {
@@ -101,7 +103,7 @@ func TestFailureInEveryPhaseReachesTheOtherSide(t *testing.T) {
 		{"prepare cancelled on the destination", migrate.Prepare, migrate.Destination, "operator gave up here",
 			func(e *env) {
 				e.dst.prepare = func(ctx context.Context) error {
-					go e.cancelDst( errors.New("operator gave up here"))
+					go e.cancelDst(errors.New("operator gave up here"))
 					<-ctx.Done()
 					return context.Cause(ctx)
 				}
@@ -134,7 +136,7 @@ func TestFailureInEveryPhaseReachesTheOtherSide(t *testing.T) {
 				e.dst.sinks = func(in *migrate.Incoming) []io.Writer {
 					go func() {
 						<-arrived
-						e.cancelDst( errors.New("operator cancelled"))
+						e.cancelDst(errors.New("operator cancelled"))
 					}()
 					return []io.Writer{&notifyWriter{ch: arrived}, io.Discard}
 				}
@@ -157,7 +159,9 @@ func TestFailureInEveryPhaseReachesTheOtherSide(t *testing.T) {
 			},
 			check{cleanup: true, within: time.Second}},
 		{"finish on the destination", migrate.Finish, migrate.Destination, "guest would not start",
-			func(e *env) { e.dst.finish = func(context.Context) error { return errors.New("guest would not start") } },
+			func(e *env) {
+				e.dst.finish = func(context.Context) error { return errors.New("guest would not start") }
+			},
 			check{finishedFirst: true}},
 		{"finish cancelled on the source", migrate.Finish, migrate.Source, "operator gave up in finish",
 			func(e *env) {
@@ -171,7 +175,7 @@ func TestFailureInEveryPhaseReachesTheOtherSide(t *testing.T) {
 		{"finish cancelled on the destination", migrate.Finish, migrate.Destination, "operator gave up here in finish",
 			func(e *env) {
 				e.dst.finish = func(ctx context.Context) error {
-					go e.cancelDst( errors.New("operator gave up here in finish"))
+					go e.cancelDst(errors.New("operator gave up here in finish"))
 					<-ctx.Done()
 					return context.Cause(ctx)
 				}

@@ -164,7 +164,7 @@ func (r *Receiver) prepare(ctx context.Context, req *rpc.Request) ([]byte, error
 	}
 	in := &Incoming{ID: a.ID, Cookie: a.Cookie, r: r, conn: req.Conn()}
 	for _, s := range a.Streams {
-		in.Streams = append(in.Streams, StreamInfo{Name: s.Name, Size: s.Size, Sparse: s.Sparse})
+		in.Streams = append(in.Streams, StreamInfo(s))
 	}
 	err := checkPlan(Plan{Cookie: a.Cookie, Streams: in.Streams})
 	if err == nil && a.ID == "" {

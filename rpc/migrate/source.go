@@ -254,7 +254,7 @@ func (o *Outgoing) runUntilFinish(ctx context.Context, plan Plan, failed func(Ph
 	o.setPhase(Prepare)
 	args := prepareArgs{ID: o.opts.ID, Cookie: plan.Cookie}
 	for _, s := range plan.Streams {
-		args.Streams = append(args.Streams, wireStream{Name: s.Name, Size: s.Size, Sparse: s.Sparse})
+		args.Streams = append(args.Streams, wireStream(s))
 	}
 	var pr cookieRet
 	if err := o.conn.CallXDR(ctx, ProcPrepare, args, &pr); err != nil {
@@ -325,7 +325,7 @@ func (o *Outgoing) perform(ctx context.Context, plan Plan, cookie []byte) ([]int
 
 	readers, err := o.drv.Perform(ctx, cookie)
 	if err == nil && len(readers) != len(plan.Streams) {
-		err = fmt.Errorf("Perform returned %d readers for %d streams", len(readers), len(plan.Streams))
+		err = fmt.Errorf("the driver's Perform returned %d readers for %d streams", len(readers), len(plan.Streams))
 	}
 	if err != nil {
 		closeAll(readers)
