@@ -36,13 +36,11 @@ func TestStreamRightAfterHello(t *testing.T) {
 		srv := rpc.Server(sc, nil)
 		sent := make(chan error, 1)
 		go func() {
-			for srv.Mode() != rpc.ModeNative {
-				select {
-				case <-srv.Done():
-					sent <- srv.Err()
-					return
-				case <-time.After(time.Microsecond):
-				}
+			select {
+			case <-srv.Negotiated():
+			case <-srv.Done():
+				sent <- srv.Err()
+				return
 			}
 			st, _, err := srv.OpenStream(context.Background(), up, nil, nil)
 			if err == nil {

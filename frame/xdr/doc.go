@@ -47,4 +47,10 @@
 // linked lists from exhausting the stack. Failures are *DecodeError values
 // carrying the field path and wrapping ErrShort, ErrTooLong, ErrBadBool,
 // ErrTrailing or ErrTooDeep. Non-zero padding is accepted.
+//
+// The multiple is the Go size of an element over its smallest encoding. A
+// []string is decoded in one allocation for the slice and one for all its
+// bytes (the strings share it), so it costs 16 bytes per element (Go's
+// string header) plus the string bytes: at most 4× the input, for a list of
+// empty strings. Bound counts a peer controls with `xdr:"max=N"`.
 package xdr
