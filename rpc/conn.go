@@ -29,6 +29,7 @@ type Conn struct {
 
 	mode       atomic.Int32
 	authed     atomic.Bool
+	identity   atomic.Pointer[any] // set by AuthenticateAs
 	peer       atomic.Pointer[frame.Hello] // native: what the peer announced
 	rttNanos   atomic.Int64
 	lastRecv   atomic.Int64 // unix nanos of the last message received
@@ -206,6 +207,23 @@ func (c *Conn) NetConn() net.Conn { return c.nc }
 func (c *Conn) Authenticate() {
 	c.authed.Store(true)
 	c.adm.authenticated() // Serve's MaxUnauthenticated place is free
+}
+
+// AuthenticateAs records who the peer is (for example a
+// *sasl.Identity), then opens the auth gate as Authenticate does. Handlers
+// read it back with Identity. The identity is recorded before the gate
+// opens, so no handler past the gate sees it unset.
+func (c *Conn) AuthenticateAs(identity any) {
+	c.identity.Store(&identity)
+	c.Authenticate()
+}
+
+// Identity returns what AuthenticateAs recorded, or nil.
+func (c *Conn) Identity() any {
+	if p := c.identity.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // Authenticated reports whether the auth gate is open.
