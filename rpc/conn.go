@@ -29,7 +29,7 @@ type Conn struct {
 
 	mode       atomic.Int32
 	authed     atomic.Bool
-	identity   atomic.Pointer[any] // set by AuthenticateAs
+	identity   atomic.Pointer[any]         // set by AuthenticateAs
 	peer       atomic.Pointer[frame.Hello] // native: what the peer announced
 	rttNanos   atomic.Int64
 	lastRecv   atomic.Int64 // unix nanos of the last message received
