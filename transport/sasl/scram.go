@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"strconv"
 	"strings"
 
 	"github.com/xdg-go/scram"
@@ -77,12 +78,36 @@ func (s *scramClientSession) Step(challenge []byte) ([]byte, error) {
 	if s.step > 2 {
 		return nil, fail(ReasonMalformed, s.name, "server sent more challenges than SCRAM has")
 	}
+	if s.step == 1 {
+		if err := checkIterations(challenge); err != nil {
+			return nil, &Error{Reason: ReasonMalformed, Mechanism: s.name, Err: err}
+		}
+	}
 	s.step++
 	out, err := s.conv.Step(string(challenge))
 	if err != nil {
 		return nil, s.clientErr(err)
 	}
 	return []byte(out), nil // the reply to a server-final is empty data
+}
+
+// MaxIterations is the most PBKDF2 iterations a client computes for a
+// server (about a second's work): a server asking for more is refused
+// rather than let it burn the client's CPU.
+const MaxIterations = 1 << 20
+
+// checkIterations refuses a server-first message asking for more than
+// MaxIterations (xdg-go/scram checks the minimum only).
+func checkIterations(serverFirst []byte) error {
+	for f := range strings.SplitSeq(string(serverFirst), ",") {
+		if v, ok := strings.CutPrefix(f, "i="); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil || n > MaxIterations {
+				return fmt.Errorf("server-first message asks for %.12q iterations, at most %d", v, MaxIterations)
+			}
+		}
+	}
+	return nil
 }
 
 func (s *scramClientSession) Finish(final []byte) error {

@@ -125,3 +125,14 @@ func TestPlainTCPRefusedUnlessAllowed(t *testing.T) {
 		assert.Equal(t, sasl.MechSCRAMSHA256, id.Mechanism)
 	})
 }
+
+func TestClientRefusesHugeIterationCounts(t *testing.T) {
+	sess, err := sasl.SCRAMSHA256(creds()).Start(sasl.ConnState{Local: true})
+	require.NoError(t, err)
+	first, err := sess.Step(nil)
+	require.NoError(t, err)
+	nonce := string(first[len("n,,n=fred,r="):])
+	_, err = sess.Step([]byte("r=" + nonce + "xyz,s=c2FsdA==,i=100000000"))
+	require.ErrorIs(t, err, sasl.ErrMalformed)
+	assert.ErrorContains(t, err, "iterations")
+}

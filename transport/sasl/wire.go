@@ -29,11 +29,6 @@ const (
 	// MaxData is REMOTE_AUTH_SASL_DATA_MAX: the most bytes of SASL data
 	// in one message (each takes 4 bytes on the wire, as an XDR char).
 	MaxData = 65536
-	// maxAuthTypes is REMOTE_AUTH_TYPE_LIST_MAX.
-	maxAuthTypes = 20
-	// maxMechList bounds AUTH_SASL_INIT's mechanism list; libvirt's
-	// remote_nonnull_string allows 4 MiB, no real list comes near 4 KiB.
-	maxMechList = 4096
 )
 
 // Procedures are the authentication procedures: the rpc.AuthGate of a
@@ -44,12 +39,15 @@ func proc(n int32) rpc.Procedure {
 	return rpc.Procedure{Prog: RemoteProgram, Vers: RemoteVersion, Proc: n}
 }
 
-// AuthListRet is remote_auth_list_ret.
+// AuthListRet is remote_auth_list_ret (at most REMOTE_AUTH_TYPE_LIST_MAX,
+// 20, types).
 type AuthListRet struct {
 	Types []int32 `xdr:"max=20"`
 }
 
 // SASLInitRet is remote_auth_sasl_init_ret: mechanisms, comma-separated.
+// libvirt's remote_nonnull_string allows 4 MiB; no real list comes near
+// the 4 KiB decoded here.
 type SASLInitRet struct {
 	Mechlist string `xdr:"max=4096"`
 }
