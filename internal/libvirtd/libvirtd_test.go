@@ -707,6 +707,34 @@ func TestStorageVolUploadDownload(t *testing.T) {
 			assert.Equal(t, srcStat.sha, got.sha, "downloaded content")
 			assert.Equal(t, want, got, "file as virsh vol-download leaves it (size, allocation, sha256)")
 			t.Logf("%s: volume %d allocated, download %d allocated (virsh %d)", name, oursStat.allocated, got.allocated, want.allocated)
+
+			// Into a writer that cannot seek, holes arrive as zeros.
+			h := sha256.New()
+			st, err := libvirtd.OpenStream(testCtx(t, 30*time.Second), c, libvirtd.ProcStorageVolDownload, libvirtd.Download, sparse,
+				&libvirtd.StorageVolTransferArgs{Vol: ours, Flags: flags(sparse)}, nil)
+			require.NoError(t, err)
+			n, err := st.WriteTo(h)
+			require.NoError(t, err)
+			require.NoError(t, st.Close())
+			assert.EqualValues(t, 64*mib, n)
+			assert.Equal(t, srcStat.sha, hex.EncodeToString(h.Sum(nil)), "sha256 of a download into a hash")
+
+			// A range (offset and length are the two hypers of the call)
+			// across a data/hole boundary, as virsh --offset --length gets it.
+			const off, length = 7*mib + 12345, 3 * mib
+			st, err = libvirtd.OpenStream(testCtx(t, 30*time.Second), c, libvirtd.ProcStorageVolDownload, libvirtd.Download, sparse,
+				&libvirtd.StorageVolTransferArgs{Vol: ours, Offset: off, Length: length, Flags: flags(sparse)}, nil)
+			require.NoError(t, err)
+			part, err := io.ReadAll(st)
+			require.NoError(t, err)
+			require.NoError(t, st.Close())
+			file := filepath.Join(dir, "virsh.part")
+			virsh(t, d, storageURI, append([]string{"vol-download", "--pool", p.ref.Name, "ours", file,
+				"--offset", fmt.Sprint(off), "--length", fmt.Sprint(length)}, sparseArg(sparse)...)...)
+			wantPart, err := os.ReadFile(file)
+			require.NoError(t, err)
+			require.Len(t, part, length)
+			assert.Equal(t, sha256.Sum256(wantPart), sha256.Sum256(part), "range as virsh's")
 		})
 	}
 }
