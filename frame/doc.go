@@ -1,6 +1,9 @@
 // Package frame is the wire layer of virtrpc: the message header, types,
 // statuses and limits of libvirt's RPC protocol, a framer that reads and
-// writes one message at a time ([Reader], [Writer]), the libvirt error
+// writes one message at a time ([Reader], [Writer]), the [Encoder] that lays
+// out and sizes every message the library sends (a Writer uses it, and so
+// does package rpc, which queues messages instead of writing them), the
+// libvirt error
 // payload ([Error]), stream holes, and virtrpc's own control program (HELLO
 // and stream credit). Package [github.com/virtrpc/virtrpc/frame/xdr] encodes
 // payloads.

@@ -104,3 +104,18 @@ func TestAcceptFailsWhenNegotiationFails(t *testing.T) {
 	require.ErrorIs(t, err, rpc.ErrNativeRefused)
 	require.ErrorIs(t, err, net.ErrClosed)
 }
+
+// Client runs the TLS handshake bounded by its ctx, also in compat mode
+// (where no HELLO is written), and leaves nothing running when it fails.
+func TestClientHonoursCtxDuringTheHandshake(t *testing.T) {
+	for _, opts := range []*rpc.Options{nil, {Negotiation: rpc.CompatOnly}} {
+		ignore := goleak.IgnoreCurrent()
+		a, b := tcpPair(t) // b never answers the handshake
+		returnsWithCtx(t, func(ctx context.Context) error {
+			_, err := rpc.Client(ctx, tls.Client(a, testPKI(t).ClientConfig()), opts)
+			return err
+		})
+		_ = b.Close()
+		verifyNoLeak(t, ignore)
+	}
+}

@@ -14,16 +14,17 @@ import (
 
 	"github.com/virtrpc/virtrpc/frame"
 	"github.com/virtrpc/virtrpc/stream"
-	"github.com/virtrpc/virtrpc/transport"
 )
 
 // Conn is one virtrpc connection: either side calls, either side serves,
 // and any number of streams share it. Create it with Client on the dialing
-// side and Server on the accepting side. All methods are safe for concurrent
-// use.
+// side and Accept or Server on the accepting side (Serve does it for a
+// listener); end it with Close, or Shutdown to drain first. All methods are
+// safe for concurrent use.
 type Conn struct {
 	nc       net.Conn
 	cfg      config
+	enc      frame.Encoder // lays out and sizes every message this side sends
 	isServer bool
 
 	mode       atomic.Int32
@@ -32,11 +33,15 @@ type Conn struct {
 	rttNanos   atomic.Int64
 	lastRecv   atomic.Int64 // unix nanos of the last message received
 	routing    atomic.Bool  // the read loop is handling a message, not waiting for one
+	rxBytes    atomic.Int64 // bytes the frame reader took from nc (countingReader)
+	msgEnd     atomic.Int64 // rxBytes once the message being read is in
 	firstCall  atomic.Bool  // the peer's first call has been seen
 	sched      scheduler
 	callSem    atomic.Pointer[chan struct{}] // native: the peer's MaxCalls
 	serving    atomic.Int32
 	budget     *stream.Budget
+	mem        *memBudget // what the peer can make us hold (budget.go)
+	adm        *admission // its place in Serve's limits; nil outside Serve
 	bdp        bdpEstimator
 	helloRTT   time.Duration // set before the connection is shared
 	msgs       *messageQueue
@@ -63,13 +68,18 @@ type Conn struct {
 }
 
 // Client starts a connection on the dialing side of nc and, unless the
-// options say CompatOnly, negotiates native mode with a HELLO call bounded by
-// ctx. On failure nc is closed.
+// options say CompatOnly, negotiates native mode with a HELLO call. If nc
+// has a HandshakeContext method (a *tls.Conn) whose handshake has not run,
+// it runs first. ctx bounds both. On failure nc is closed.
 func Client(ctx context.Context, nc net.Conn, opts *Options) (*Conn, error) {
+	if err := handshake(ctx, nc); err != nil {
+		return nil, err
+	}
 	c := newConn(nc, opts, false)
 	if c.cfg.Negotiation != CompatOnly {
 		if err := c.hello(ctx); err != nil {
 			c.closeWith(err)
+			c.wait()
 			return nil, err
 		}
 	}
@@ -79,7 +89,9 @@ func Client(ctx context.Context, nc net.Conn, opts *Options) (*Conn, error) {
 
 // Server starts a connection on the accepting side of nc. It runs in compat
 // mode until the peer's first call is a HELLO. It does not block: Negotiated
-// tells when the mode is settled, and Accept waits for it.
+// tells when the mode is settled, and Accept waits for it. A *tls.Conn
+// whose handshake has not run handshakes on the read loop, bounded only by
+// keepalive; Accept and Serve bound it.
 func Server(nc net.Conn, opts *Options) *Conn {
 	return newConn(nc, opts, true)
 }
@@ -134,6 +146,11 @@ func (c *Conn) Negotiated() <-chan struct{} { return c.negotiated }
 func (c *Conn) settle() { c.negOnce.Do(func() { close(c.negotiated) }) }
 
 func newConn(nc net.Conn, opts *Options, isServer bool) *Conn {
+	return newConnIn(nc, opts, isServer, nil)
+}
+
+// newConnIn starts a connection within a Serve's limits (adm), if not nil.
+func newConnIn(nc net.Conn, opts *Options, isServer bool, adm *admission) *Conn {
 	c := &Conn{
 		nc:       nc,
 		cfg:      resolve(opts),
@@ -144,7 +161,14 @@ func newConn(nc net.Conn, opts *Options, isServer bool) *Conn {
 
 		negotiated: make(chan struct{}),
 	}
+	c.enc = frame.Encoder{Max: c.cfg.MaxMessage}
 	c.budget = stream.NewBudget(int64(c.cfg.ConnectionWindow))
+	c.adm = adm
+	var server *serverBudget
+	if adm != nil {
+		server = &adm.s.mem
+	}
+	c.mem = newMemBudget(int64(c.cfg.ConnectionMemory), connReserve, server)
 	c.authed.Store(c.cfg.Auth == nil)
 	c.handlerCtx, c.cancel = context.WithCancel(context.Background())
 	c.sched.init(c)
@@ -154,20 +178,17 @@ func newConn(nc net.Conn, opts *Options, isServer bool) *Conn {
 	if isServer {
 		c.nextSerial = frame.ServerSerialBit
 	}
-	if c.cfg.NotSentLowat > 0 {
-		_ = transport.SetNotSentLowat(nc, c.cfg.NotSentLowat) // not TCP: nothing to do
-	}
 	var r io.Reader = nc
 	if _, ok := nc.(*tls.Conn); !ok {
 		r = bufio.NewReaderSize(nc, 64<<10) // TLS buffers a record already
 	}
-	fr := frame.NewReader(r, &frame.ReaderOptions{MaxMessage: c.cfg.MaxMessage})
+	fr := frame.NewReader(countingReader{r, &c.rxBytes}, &frame.ReaderOptions{MaxMessage: c.cfg.MaxMessage})
 	c.loops.Add(2)
 	c.user.Add(1)
 	go c.readLoop(fr)
 	go c.sched.run()
 	go c.msgs.run()
-	if c.cfg.KeepaliveInterval > 0 {
+	if c.cfg.KeepaliveInterval > 0 || c.cfg.MessageTimeout > 0 {
 		c.loops.Add(1)
 		go c.keepalive()
 	}
@@ -184,7 +205,10 @@ func (c *Conn) IsServer() bool { return c.isServer }
 func (c *Conn) NetConn() net.Conn { return c.nc }
 
 // Authenticate opens the auth gate: every procedure is dispatched from now on.
-func (c *Conn) Authenticate() { c.authed.Store(true) }
+func (c *Conn) Authenticate() {
+	c.authed.Store(true)
+	c.adm.authenticated() // Serve's MaxUnauthenticated place is free
+}
 
 // Authenticated reports whether the auth gate is open.
 func (c *Conn) Authenticated() bool { return c.authed.Load() }
@@ -214,8 +238,11 @@ func (c *Conn) readLoop(fr *frame.Reader) {
 		}
 		c.stats.framesIn.Add(1)
 		c.stats.bytesIn.Add(int64(frame.Overhead + n))
-		c.routing.Store(true) // keepalive does not count time spent here as the peer's silence
-		err = c.route(h, fr)
+		c.msgEnd.Store(c.rxBytes.Load() + int64(n)) // the watchdog times the body
+		c.routing.Store(true)                       // keepalive does not count time spent here as the peer's silence
+		if err = c.checkUnauthSize(h, n); err == nil {
+			err = c.route(h, fr)
+		}
 		c.routing.Store(false)
 		c.lastRecv.Store(time.Now().UnixNano())
 		if err != nil {
@@ -229,6 +256,18 @@ func (c *Conn) readLoop(fr *frame.Reader) {
 			return
 		}
 	}
+}
+
+// checkUnauthSize refuses a large message before the auth gate opens,
+// before its body is read: an anonymous peer gets small messages only.
+// Checked after the header, not by the frame reader's limit, so a client
+// that sends a large call right after its last auth step's reply is not
+// refused for a limit the read loop armed before Authenticate ran.
+func (c *Conn) checkUnauthSize(h frame.Header, n int) error {
+	if c.cfg.Auth == nil || frame.HeaderSize+n <= c.cfg.MaxUnauthMessage || c.authed.Load() {
+		return nil
+	}
+	return &frame.ProtocolError{Header: &h, Err: fmt.Errorf("%w before authentication: %d > %d", frame.ErrFrameTooLarge, frame.HeaderSize+n, c.cfg.MaxUnauthMessage)}
 }
 
 func (c *Conn) readFailed(err error) {

@@ -27,6 +27,9 @@ var (
 	// ErrStreamAbandoned is what the peer's side of a stream gets when the
 	// OpenStream that opened it returned early because its ctx ended.
 	ErrStreamAbandoned = errors.New("virtrpc: the caller gave up on the call that opened the stream")
+	// ErrSlowPeer: the peer sent a message slower than Options.MinMessageRate
+	// allows, or stopped in the middle of one.
+	ErrSlowPeer = errors.New("virtrpc: peer too slow sending a message")
 	// ErrPeerClosed: the peer closed the connection.
 	ErrPeerClosed = errors.New("virtrpc: peer closed the connection")
 	// errLocalClose is the cause recorded by Close.

@@ -137,8 +137,10 @@ func (c *Conn) serveControl(h frame.Header, payload []byte, first bool) error {
 	if !native && c.cfg.Negotiation == RequireNative {
 		return fmt.Errorf("%w: the peer lacks features %v", ErrNativeRefused, missingFeatures(peer))
 	}
-	h.Type, h.Status = frame.TypeReply, frame.StatusOK
-	reply := frame.Append(nil, h, frame.EncodeHello(mine))
+	reply, err := c.enc.Reply(h, frame.EncodeHello(mine))
+	if err != nil {
+		return err
+	}
 	if !native {
 		return c.sched.queueThen(reply, nil)
 	}

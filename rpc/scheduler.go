@@ -143,6 +143,7 @@ func (s *scheduler) release(batch []byte, requeue *stream.Stream) {
 // loop passes false, so two peers' read loops can never both block writing
 // to each other.
 func (s *scheduler) sendCall(ctx context.Context, msg []byte, direct bool) error {
+	s.c.mem.force(int64(len(msg))) // our own: its caller waits on the bound instead
 	return s.enqueue(ctx, msg, direct, nil)
 }
 
@@ -150,6 +151,7 @@ func (s *scheduler) sendCall(ctx context.Context, msg []byte, direct bool) error
 // replies, and runs then under the queue's lock: nothing queued after then
 // ran can go out before msg, and msg cannot go out before then ran.
 func (s *scheduler) queueThen(msg []byte, then func()) error {
+	s.c.mem.force(int64(len(msg)))
 	return s.enqueue(context.Background(), msg, false, then)
 }
 
@@ -162,6 +164,9 @@ func (s *scheduler) queueThen(msg []byte, then func()) error {
 // caller gave up is still written whole (or the connection closes), and the
 // late reply is dropped. Callers with a ctx that never ends (replies,
 // Background calls) keep the direct write.
+//
+// msg is charged to the connection's memory budget until it is written
+// (collectLocked) or fails here.
 func (s *scheduler) enqueue(ctx context.Context, msg []byte, direct bool, then func()) error {
 	direct = direct && ctx.Done() == nil
 	s.mu.Lock()
@@ -176,12 +181,27 @@ func (s *scheduler) enqueue(ctx context.Context, msg []byte, direct bool, then f
 	for s.callBytes > maxCallQueue && !s.closing {
 		if err := ctx.Err(); err != nil {
 			s.mu.Unlock()
+			s.c.mem.give(int64(len(msg)))
 			return err
 		}
 		s.space.Wait()
 	}
+	return s.appendLocked(msg, direct, then)
+}
+
+// queueReply queues a reply without waiting for the queue's bound: replies
+// are bounded by the memory budget they were charged to instead, so neither
+// the read loop nor a handler parks behind a peer that reads nothing.
+func (s *scheduler) queueReply(msg []byte, direct bool, then func()) error {
+	s.mu.Lock()
+	return s.appendLocked(msg, direct, then)
+}
+
+// appendLocked runs with s.mu held and releases it.
+func (s *scheduler) appendLocked(msg []byte, direct bool, then func()) error {
 	if s.closing {
 		s.mu.Unlock()
+		s.c.mem.give(int64(len(msg)))
 		return s.c.err
 	}
 	s.calls = append(s.calls, msg)
@@ -244,9 +264,11 @@ func (s *scheduler) writeData(f stream.Frame) bool {
 func (s *scheduler) shutdown() {
 	s.mu.Lock()
 	s.closing = true
+	dropped := s.callBytes // each queued message is charged its length
 	s.ctrl, s.ctrlN, s.calls, s.callBytes, s.ready = nil, 0, nil, 0, nil
 	s.space.Broadcast()
 	s.mu.Unlock()
+	s.c.mem.give(int64(dropped))
 	s.kick()
 }
 
@@ -323,6 +345,7 @@ func (s *scheduler) collectLocked(b []byte) ([]byte, int) {
 		s.calls[0] = nil
 		s.calls = s.calls[1:]
 		s.callBytes -= len(m)
+		s.c.mem.give(int64(len(m)))
 		b = append(b, m...)
 		frames++
 	}

@@ -20,8 +20,9 @@ type Stats struct {
 	StreamBytesSent, StreamBytesReceived int64 // stream data payload only
 	StreamsOpen                          int   // streams registered now
 	StreamsOpened                        int64
-	CallsServing                         int // calls received and not yet answered
-	CallsPending                         int // calls made and not yet answered (or given up on, until the reply)
+	CallsServing                         int   // calls received and not yet answered
+	CallsPending                         int   // calls made and not yet answered (or given up on, until the reply)
+	Memory                               int64 // bytes charged to the memory budget now (Options.ConnectionMemory)
 	PingsSent                            int64
 	Mode                                 Mode
 	RTT                                  int64 // nanoseconds, the current estimate
@@ -43,6 +44,7 @@ func (c *Conn) Stats() Stats {
 		StreamsOpened:       c.stats.streamsOpened.Load(),
 		CallsServing:        int(c.serving.Load()),
 		CallsPending:        pending,
+		Memory:              c.mem.inUse(),
 		PingsSent:           c.stats.pingsOut.Load(),
 		Mode:                c.Mode(),
 		RTT:                 c.rttNanos.Load(),
