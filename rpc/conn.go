@@ -90,7 +90,9 @@ func Client(ctx context.Context, nc net.Conn, opts *Options) (*Conn, error) {
 
 // Server starts a connection on the accepting side of nc. It runs in compat
 // mode until the peer's first call is a HELLO. It does not block: Negotiated
-// tells when the mode is settled, and Accept waits for it.
+// tells when the mode is settled, and Accept waits for it. A *tls.Conn
+// whose handshake has not run handshakes on the read loop, bounded only by
+// keepalive; Accept and Serve bound it.
 func Server(nc net.Conn, opts *Options) *Conn {
 	return newConn(nc, opts, true)
 }
