@@ -22,8 +22,8 @@ import (
 )
 
 // capturesDir is where the real virsh <-> libvirtd captures live, relative to
-// this package's directory: the repository and shared/ are siblings.
-const capturesDir = "../../shared/testdata/libvirt-wire"
+// this package's directory (the repository's testdata/libvirt-wire).
+const capturesDir = "../testdata/libvirt-wire"
 
 const (
 	remoteProgram  = 0x20008086
@@ -36,7 +36,7 @@ const (
 func requireCaptures(t testing.TB) string {
 	t.Helper()
 	if _, err := os.Stat(filepath.Join(capturesDir, "README.md")); err != nil {
-		msg := fmt.Sprintf("libvirt wire captures not found at %s (shared/ must sit beside the repository): %v", capturesDir, err)
+		msg := fmt.Sprintf("libvirt wire captures not found at %s (testdata/libvirt-wire at the repository root): %v", capturesDir, err)
 		if os.Getenv("VIRTRPC_REQUIRE_PEERS") == "1" {
 			t.Fatal(msg)
 		}

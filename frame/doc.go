@@ -1,6 +1,9 @@
 // Package frame is the wire layer of virtrpc: the message header, types,
 // statuses and limits of libvirt's RPC protocol, a framer that reads and
-// writes one message at a time ([Reader], [Writer]), the libvirt error
+// writes one message at a time ([Reader], [Writer]), the [Encoder] that lays
+// out and sizes every message the library sends (a Writer uses it, and so
+// does package rpc, which queues messages instead of writing them), the
+// libvirt error
 // payload ([Error]), stream holes, and virtrpc's own control program (HELLO
 // and stream credit). Package [github.com/virtrpc/virtrpc/frame/xdr] encodes
 // payloads.
@@ -119,6 +122,16 @@
 //     more than its credit in flight; the receiver grants more as it
 //     consumes. Sending past the credit is a protocol error that closes the
 //     connection.
+//
+// # Authentication
+//
+// Both modes authenticate with libvirt's own procedures of the remote
+// program (0x20008086 v1): AUTH_LIST 66, AUTH_SASL_INIT 67, AUTH_SASL_START
+// 68, AUTH_SASL_STEP 69, whose SASL data are XDR char arrays (four wire
+// bytes per byte) with an int nil that tells "no data" from empty data.
+// In native mode they run after HELLO, on the same procedures: the control
+// program has no authentication of its own. Package
+// [github.com/virtrpc/virtrpc/transport/sasl] speaks them.
 //
 // Features: "flow-control" (credit as above), "large-frames" (stream data
 // payloads up to Hello.MaxStreamPayload instead of 262120 bytes) and "bidi"

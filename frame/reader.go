@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"math"
-	"slices"
 )
 
 // ErrFrameTooLarge and ErrFrameTooSmall report a length word outside the
@@ -159,14 +158,34 @@ const payloadStep = 64 << 10
 // A large payload's slice grows as its bytes arrive (doubling from 64 KiB),
 // so a peer that announces 32 MiB and sends nothing gets 64 KiB of memory,
 // not 32 MiB.
-func (fr *Reader) Payload() ([]byte, error) {
+func (fr *Reader) Payload() ([]byte, error) { return fr.PayloadFunc(nil) }
+
+// PayloadFunc is Payload with every growth of the slice first approved by
+// grow (if not nil), called with the bytes of capacity about to be added:
+// a memory budget charges them, and an error from grow is returned with the
+// rest of the payload unread (Discard it to go on).
+func (fr *Reader) PayloadFunc(grow func(n int) error) ([]byte, error) {
 	if fr.lastErr != nil {
 		return nil, fr.lastErr
 	}
-	p := make([]byte, 0, min(fr.remain, payloadStep))
+	step := min(fr.remain, payloadStep)
+	if grow != nil && step > 0 {
+		if err := grow(step); err != nil {
+			return nil, err
+		}
+	}
+	p := make([]byte, 0, step)
 	for fr.remain > 0 {
 		if len(p) == cap(p) {
-			p = slices.Grow(p, min(fr.remain, len(p)))
+			step = min(fr.remain, len(p))
+			if grow != nil {
+				if err := grow(step); err != nil {
+					return nil, err
+				}
+			}
+			np := make([]byte, len(p), len(p)+step) // exactly what grow approved
+			copy(np, p)
+			p = np
 		}
 		n := min(fr.remain, cap(p)-len(p))
 		if err := fr.ReadFull(p[len(p) : len(p)+n]); err != nil {

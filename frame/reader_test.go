@@ -437,3 +437,35 @@ func TestProtocolErrorMessage(t *testing.T) {
 	e = &frame.ProtocolError{Header: &h, Err: errors.New("credit exceeded")}
 	assert.Equal(t, "virtrpc: protocol error in "+h.String()+": credit exceeded", e.Error())
 }
+
+// PayloadFunc asks before every growth of the payload's buffer, so a budget
+// can refuse a large body as it arrives; what it approved adds up to the
+// buffer's capacity.
+func TestPayloadFuncChargesEachGrowth(t *testing.T) {
+	const size = 1<<20 + 123
+	msg := frame.Append(nil, frame.Header{Prog: 1}, bytes.Repeat([]byte{7}, size))
+	fr := frame.NewReader(bytes.NewReader(msg), nil)
+	_, _, err := fr.Next()
+	require.NoError(t, err)
+	approved := 0
+	p, err := fr.PayloadFunc(func(n int) error { approved += n; return nil })
+	require.NoError(t, err)
+	assert.Len(t, p, size)
+	assert.Equal(t, cap(p), approved)
+
+	fr = frame.NewReader(bytes.NewReader(msg), nil)
+	_, _, err = fr.Next()
+	require.NoError(t, err)
+	errFull := errors.New("budget full")
+	approved = 0
+	_, err = fr.PayloadFunc(func(n int) error {
+		if approved+n > 256<<10 {
+			return errFull
+		}
+		approved += n
+		return nil
+	})
+	assert.ErrorIs(t, err, errFull)
+	assert.Equal(t, size-approved, fr.Remaining(), "the rest is left unread")
+	require.NoError(t, fr.Discard())
+}

@@ -105,6 +105,9 @@ func (c *Conn) call(ctx context.Context, p Procedure, args []byte, before func(s
 	if c.isServer && c.Mode() != ModeNative {
 		return nil, fmt.Errorf("%w: a libvirt client serves no calls", ErrCompatMode)
 	}
+	if c.draining.Load() && c.Err() == nil {
+		return nil, ErrShutdown
+	}
 	// In native mode a slot of the peer's MaxCalls is held until the
 	// peer is done with the call: its reply, even a late one after ctx
 	// ended, or the connection's end.
@@ -125,8 +128,8 @@ func (c *Conn) call(ctx context.Context, p Procedure, args []byte, before func(s
 			slot()
 		}
 	}()
-	if len(args)+frame.HeaderSize > c.cfg.MaxMessage {
-		return nil, fmt.Errorf("virtrpc: arguments of %s: %w: %d bytes", p, frame.ErrFrameTooLarge, len(args))
+	if err := c.enc.Check(len(args)); err != nil {
+		return nil, fmt.Errorf("virtrpc: arguments of %s: %w", p, err)
 	}
 	pc := &pendingCall{proc: p, done: make(chan callResult, 1), onReply: onReply}
 	c.mu.Lock()
@@ -149,7 +152,8 @@ func (c *Conn) call(ctx context.Context, p Procedure, args []byte, before func(s
 		undo = before(serial)
 	}
 	h := frame.Header{Prog: p.Prog, Vers: p.Vers, Proc: p.Proc, Type: frame.TypeCall, Serial: serial}
-	if err := c.sched.sendCall(ctx, frame.Append(make([]byte, 0, frame.Overhead+len(args)), h, args), true); err != nil {
+	msg, _ := c.enc.Message(h, args) // checked above, before the serial was taken
+	if err := c.sched.sendCall(ctx, msg, true); err != nil {
 		c.forget(serial)
 		if undo != nil {
 			undo(false)
@@ -235,10 +239,11 @@ func (c *Conn) handleReply(h frame.Header, fr *frame.Reader) error {
 	if h.Status != frame.StatusOK && h.Status != frame.StatusError {
 		return fmt.Errorf("reply with status %s", h.Status)
 	}
-	payload, err := fr.Payload()
+	payload, charged, err := c.readBody(fr, "reply")
 	if err != nil {
 		return err
 	}
+	c.mem.give(charged) // read whole: the caller's from here
 	c.mu.Lock()
 	if ok = c.pending[h.Serial] == pc; ok {
 		delete(c.pending, h.Serial)
@@ -262,9 +267,12 @@ func (c *Conn) Send(ctx context.Context, p Procedure, payload []byte) error {
 	if !c.isServer && c.Mode() != ModeNative {
 		return fmt.Errorf("%w: libvirt servers accept no MESSAGE from clients", ErrCompatMode)
 	}
-	if len(payload)+frame.HeaderSize > c.cfg.MaxMessage {
-		return fmt.Errorf("virtrpc: message %s: %w: %d bytes", p, frame.ErrFrameTooLarge, len(payload))
+	if c.draining.Load() && c.Err() == nil {
+		return ErrShutdown
 	}
-	h := frame.Header{Prog: p.Prog, Vers: p.Vers, Proc: p.Proc, Type: frame.TypeMessage}
-	return c.sched.sendCall(ctx, frame.Append(make([]byte, 0, frame.Overhead+len(payload)), h, payload), true)
+	msg, err := c.enc.Message(frame.Header{Prog: p.Prog, Vers: p.Vers, Proc: p.Proc, Type: frame.TypeMessage}, payload)
+	if err != nil {
+		return fmt.Errorf("virtrpc: message %s: %w", p, err)
+	}
+	return c.sched.sendCall(ctx, msg, true)
 }

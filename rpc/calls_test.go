@@ -144,7 +144,8 @@ func TestMessagesFlowBothWaysInNativeMode(t *testing.T) {
 	})
 	c, srv := pair(t, &rpc.Options{Handlers: cmux}, &rpc.Options{Handlers: smux})
 	require.Equal(t, rpc.ModeNative, c.Mode())
-	require.Eventually(t, func() bool { return srv.Mode() == rpc.ModeNative }, 5*time.Second, time.Millisecond)
+	<-srv.Negotiated()
+	require.Equal(t, rpc.ModeNative, srv.Mode())
 
 	var want []string
 	for i := range 100 {

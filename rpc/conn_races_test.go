@@ -2,11 +2,14 @@ package rpc_test
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
+	"os"
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -54,14 +57,11 @@ func TestServerCallRightAfterHelloIsNative(t *testing.T) {
 		srv := rpc.Server(sc, nil)
 		res := make(chan error, 1)
 		go func() {
-			for srv.Mode() != rpc.ModeNative {
-				select {
-				case <-srv.Done():
-					res <- srv.Err()
-					return
-				default:
-				}
-				time.Sleep(time.Microsecond)
+			select {
+			case <-srv.Negotiated():
+			case <-srv.Done():
+				res <- srv.Err()
+				return
 			}
 			_, err := srv.Call(context.Background(), echoProc, []byte("x"))
 			res <- err
@@ -105,41 +105,46 @@ func TestCallHonoursCtxBehindAFullQueue(t *testing.T) {
 	verifyNoLeak(t, ignore)
 }
 
-// Over transport.ListenTLS (handshake on first Read/Write, as documented)
-// a client that connects and says nothing: the keepalive queues its PING
-// (a direct write would block on the TLS handshake lock the read loop holds,
-// and the keepalive would never time out), and Serve's graceful Close
-// force-closes a writer stuck where no deadline reaches.
+// Over transport.ListenTLS (handshake on first Read/Write) a client that
+// connects and says nothing: Serve bounds the handshake, closes the
+// connection at its end without ever serving it, and still returns with its
+// ctx; a client that handshakes meanwhile is served.
 func TestSilentTLSClientDoesNotHangServe(t *testing.T) {
 	ln, err := transport.ListenTLS(context.Background(), "tcp", "127.0.0.1:0",
 		&transport.TLSOptions{Config: testPKI(t).ServerConfig()})
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
-	got := make(chan *rpc.Conn, 1)
+	got := make(chan *rpc.Conn, 2)
 	served := make(chan error, 1)
 	go func() {
-		served <- rpc.Serve(ctx, ln, &rpc.Options{KeepaliveInterval: 20 * time.Millisecond, KeepaliveCount: 2}, func(c *rpc.Conn) { got <- c })
+		served <- rpc.Serve(ctx, ln, &rpc.Options{Handlers: echoMux(), KeepaliveInterval: -1, HandshakeTimeout: 200 * time.Millisecond},
+			func(c *rpc.Conn) { got <- c })
 	}()
 	raw, err := net.Dial("tcp", ln.Addr().String())
 	require.NoError(t, err)
 	defer raw.Close()
+
+	tc, err := transport.DialTLS(context.Background(), "tcp", ln.Addr().String(), &transport.TLSOptions{Config: testPKI(t).ClientConfig()})
+	require.NoError(t, err)
+	c, err := rpc.Client(context.Background(), tc, nil)
+	require.NoError(t, err, "a silent client does not hold up the next")
+	defer c.Close()
+	_, err = c.Call(context.Background(), echoProc, nil)
+	require.NoError(t, err)
 	sc := <-got
-	var failures []string
-	select {
-	case <-sc.Done():
-	case <-time.After(10 * time.Second):
-		failures = append(failures, "keepalive (60 ms) did not close the silent connection within 10 s")
-	}
+	assert.True(t, sc.NetConn().(*tls.Conn).ConnectionState().HandshakeComplete, "onConn gets a connection past its handshake")
+
+	require.NoError(t, raw.SetReadDeadline(time.Now().Add(10*time.Second)))
+	_, err = raw.Read(make([]byte, 1))
+	require.Error(t, err)
+	require.False(t, errors.Is(err, os.ErrDeadlineExceeded), "the silent connection is closed after the 200 ms handshake bound, not kept")
+	assert.Len(t, got, 0, "the silent client is never served")
+
 	cancel()
 	select {
 	case err := <-served:
-		if !errors.Is(err, context.Canceled) {
-			failures = append(failures, "Serve: "+err.Error())
-		}
+		require.ErrorIs(t, err, context.Canceled)
 	case <-time.After(15 * time.Second):
-		failures = append(failures, "Serve did not return within 15 s of its ctx's end")
-		raw.Close() // unblock it for the rest of the run
-		<-served
+		t.Fatal("Serve did not return within 15 s of its ctx's end")
 	}
-	require.Empty(t, failures)
 }

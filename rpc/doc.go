@@ -3,7 +3,9 @@
 //
 // Either side calls and either side serves. The dialing side starts a
 // connection with Client, which negotiates native mode with a HELLO call;
-// the accepting side uses Server, or Serve for a whole listener. Handlers are
+// the accepting side uses Accept (which returns once the peer's first call
+// settled the mode), Server (which returns at once; Negotiated tells when
+// the mode is settled), or Serve for a whole listener. Handlers are
 // registered on a Mux per (program, version, procedure).
 //
 // # Modes
@@ -32,7 +34,15 @@
 // The scheduler sends control frames first, then calls, replies and
 // messages, then stream data one frame per stream in round-robin, so a small
 // call waits for at most one data frame. When the socket is idle, the
-// goroutine that queues a frame writes it itself.
+// goroutine that queues a frame writes it itself, unless it has a ctx that
+// can end: then the writer goroutine writes it, so that the caller can
+// return when its ctx ends even if the peer reads nothing.
+//
+// # Closing
+//
+// Close is prompt and may be called from any goroutine, handlers included;
+// it does not wait for handlers. Shutdown drains calls and streams first,
+// bounded by its ctx.
 //
 // # Errors
 //

@@ -29,6 +29,9 @@ var (
 	// OpenStream that opened it returned early because its ctx ended.
 	// It travels as a code, so errors.Is matches it on the peer's side.
 	ErrStreamAbandoned = streamcore.ErrAbandoned
+	// ErrSlowPeer: the peer sent a message slower than Options.MinMessageRate
+	// allows, or stopped in the middle of one.
+	ErrSlowPeer = errors.New("virtrpc: peer too slow sending a message")
 	// ErrPeerClosed: the peer closed the connection.
 	ErrPeerClosed = errors.New("virtrpc: peer closed the connection")
 	// errLocalClose is the cause recorded by Close.

@@ -19,7 +19,7 @@ func FuzzServerConn(f *testing.F) {
 	f.Add(append(helloFrame(1<<20), rawFrame(hdr(procedure(verifyUploadProc), 0, 1, 0), make([]byte, 32))...))
 	f.Add(lenWord(0xffffffff))
 	for _, name := range []string{"06-storage-upload-download", "07-storage-sparse-holes", "09-stream-abort", "01-basic-calls"} {
-		if b, err := os.ReadFile(filepath.Join("..", "..", "shared", "testdata", "libvirt-wire", name, "client-to-server.bin")); err == nil {
+		if b, err := os.ReadFile(filepath.Join("..", "testdata", "libvirt-wire", name, "client-to-server.bin")); err == nil {
 			if len(b) > 64<<10 {
 				b = b[:64<<10]
 			}

@@ -81,14 +81,18 @@ type Request struct {
 	Payload []byte
 
 	conn    *Conn
+	charged int64 // Payload's bytes in the connection's memory budget
 	mu      sync.Mutex
 	st      *streamcore.Stream
 	replied bool
 	unslot  sync.Once // frees the call's MaxConcurrentCalls slot
 }
 
-// freeSlot frees the call's slot once, before its reply is queued: the peer
-// frees its slot of our MaxCalls when the reply arrives and may call again.
+// freeSlot frees the call's slot once. It runs as the reply is queued,
+// under the write queue's lock (see reply), not before: a call's slot
+// bounds its goroutine and its reply until the reply is in the queue and
+// charged to the budget, and the peer, which frees its slot of our
+// MaxCalls when the reply arrives, cannot see the reply before that.
 func (r *Request) freeSlot() { r.unslot.Do(func() { r.conn.serving.Add(-1) }) }
 
 // Procedure is the called procedure.
@@ -104,45 +108,69 @@ type Message struct {
 	Header  frame.Header
 	Payload []byte
 	Conn    *Conn
+
+	charged int64 // Payload's bytes in the connection's memory budget
 }
 
 // handleCall dispatches a CALL to its handler on a new goroutine, or
 // answers it at once (HELLO, auth gate, unknown procedure, over the bound).
 func (c *Conn) handleCall(h frame.Header, fr *frame.Reader) error {
-	payload, err := fr.Payload()
+	payload, charged, err := c.readBody(fr, "call")
+	if errors.Is(err, ErrMemoryBudget) { // the call fails, the connection goes on
+		if err := fr.Discard(); err != nil {
+			return err
+		}
+		return c.replyError(h, rpcError(frame.CodeRPC, "%v", err), false)
+	}
 	if err != nil {
 		return err
 	}
+	dispatched := false
+	defer func() {
+		if !dispatched {
+			c.mem.give(charged)
+		}
+	}()
 	first := !c.firstCall.Swap(true)
 	if h.Prog == frame.ControlProgram {
-		return c.serveControl(h, payload, first)
+		err := c.serveControl(h, payload, first)
+		if first && err == nil {
+			c.settle() // native if the HELLO was accepted, compat otherwise
+		}
+		return err
 	}
 	// By mode, not by first call: after a HELLO we refused, the peer may go
 	// on in compat mode, which RequireNative must not serve either.
 	if c.isServer && c.cfg.Negotiation == RequireNative && c.Mode() != ModeNative {
 		return fmt.Errorf("%w: the peer's call is not in native mode (no accepted HELLO)", ErrNativeRefused)
 	}
+	if first {
+		c.settle() // a libvirt client: compat for good
+	}
 	if !c.isServer && c.Mode() != ModeNative {
 		return errors.New("call from a server in compat mode")
 	}
 	p := Procedure{h.Prog, h.Vers, h.Proc}
-	if !c.authed.Load() && !c.cfg.Auth.allows(p) {
-		c.replyError(h, rpcError(frame.CodeRPC, "authentication required"), false)
+	if c.draining.Load() {
+		c.replyError(h, rpcError(frame.CodeRPC, "connection shutting down"), false)
 		return nil
+	}
+	if !c.authed.Load() && !c.cfg.Auth.allows(p) {
+		return c.replyError(h, rpcError(frame.CodeRPC, "authentication required"), false)
 	}
 	handler := c.cfg.Handlers.call(p)
 	if handler == nil {
-		c.replyError(h, rpcError(frame.CodeRPC, "unknown procedure %d in program %#x version %d", h.Proc, h.Prog, h.Vers), false)
-		return nil
+		return c.replyError(h, rpcError(frame.CodeRPC, "unknown procedure %d in program %#x version %d", h.Proc, h.Prog, h.Vers), false)
 	}
 	if int(c.serving.Add(1)) > c.cfg.MaxConcurrentCalls {
 		c.serving.Add(-1)
-		c.replyError(h, rpcError(frame.CodeRPC, "too many concurrent calls (limit %d)", c.cfg.MaxConcurrentCalls), false)
-		return nil
+		return c.replyError(h, rpcError(frame.CodeRPC, "too many concurrent calls (limit %d)", c.cfg.MaxConcurrentCalls), false)
 	}
-	req := &Request{Header: h, Payload: payload, conn: c}
+	req := &Request{Header: h, Payload: payload, conn: c, charged: charged}
+	dispatched = true
 	c.servingCall(h.Serial)
-	c.handlers.Add(1)
+	c.user.Add(1)
+	c.running.Add(1)
 	go c.serve(handler, req)
 	return nil
 }
@@ -163,14 +191,16 @@ func (c *Conn) serve(handler Handler, req *Request) {
 	returned := false
 	defer func() {
 		if !returned { // runtime.Goexit in the handler (t.FailNow, say)
-			req.freeSlot()
+			c.mem.give(req.charged)
 			req.finish(nil, rpcError(frame.CodeInternalError, "handler exited without returning"))
 		}
-		c.handlers.Done()
+		req.freeSlot() // if the reply was not queued
+		c.running.Add(-1)
+		c.user.Done()
 	}()
 	out, err := runHandler(c.handlerCtx, handler, req)
 	returned = true
-	req.freeSlot() // before the reply: the peer may call again at once
+	c.mem.give(req.charged) // the payload is the handler's now; the reply is charged instead
 	req.finish(out, err)
 }
 
@@ -198,8 +228,8 @@ func (r *Request) Reply(payload []byte) error {
 	st := r.st
 	r.mu.Unlock()
 	r.conn.servedCall(r.Header.Serial)
-	r.freeSlot()
-	err := r.conn.reply(r.Header, payload, true)
+	err := r.conn.reply(r.Header, payload, true, r.freeSlot)
+	r.freeSlot() // if it failed
 	if st != nil {
 		if err != nil {
 			st.Fail(err)
@@ -228,10 +258,10 @@ func (r *Request) finish(out []byte, err error) {
 			st.Fail(err)
 			r.conn.releaseStream(st)
 		}
-		r.conn.replyError(r.Header, toRemote(err), true)
+		_ = r.conn.replyErrorThen(r.Header, toRemote(err), true, r.freeSlot)
 		return
 	}
-	if rerr := r.conn.reply(r.Header, out, true); rerr != nil && st != nil {
+	if rerr := r.conn.reply(r.Header, out, true, r.freeSlot); rerr != nil && st != nil {
 		st.Fail(rerr)
 		r.conn.releaseStream(st)
 		return
@@ -249,19 +279,42 @@ func toRemote(err error) *frame.Error {
 	return rpcError(frame.CodeInternalError, "%s", err.Error())
 }
 
-// reply queues a reply; direct is false on the read loop (see sendCall).
-func (c *Conn) reply(h frame.Header, payload []byte, direct bool) error {
-	h.Type, h.Status = frame.TypeReply, frame.StatusOK
-	if len(payload)+frame.HeaderSize > c.cfg.MaxMessage {
-		c.replyError(h, rpcError(frame.CodeInternalError, "reply of %d bytes over the message limit", len(payload)), direct)
-		return frame.ErrFrameTooLarge
+// reply queues a reply charged to the memory budget, running queued (if
+// not nil) under the write queue's lock once it is in; direct is false on
+// the read loop (see sendCall). A reply over the budget is replaced by an
+// error reply that says so: the call fails, memory does not grow.
+func (c *Conn) reply(h frame.Header, payload []byte, direct bool, queued func()) error {
+	if err := c.enc.Check(len(payload)); err != nil {
+		_ = c.replyErrorThen(h, rpcError(frame.CodeInternalError, "reply of %d bytes over the message limit", len(payload)), direct, queued)
+		return err
 	}
-	return c.sched.sendCall(context.Background(), frame.Append(make([]byte, 0, frame.Overhead+len(payload)), h, payload), direct)
+	n := int64(frame.Overhead + len(payload))
+	if !c.mem.take(n) {
+		err := c.budgetError("reply", n)
+		_ = c.replyErrorThen(h, rpcError(frame.CodeRPC, "%v (the caller reads its replies too slowly?)", err), direct, queued)
+		return err
+	}
+	msg, _ := c.enc.Reply(h, payload) // checked above, before the budget was charged
+	return c.sched.queueReply(msg, direct, queued)
 }
 
-func (c *Conn) replyError(h frame.Header, e *frame.Error, direct bool) {
-	h.Type, h.Status = frame.TypeReply, frame.StatusError
-	_ = c.sched.sendCall(context.Background(), frame.Append(nil, h, frame.EncodeError(e)), direct)
+// replyError queues an error reply from the read loop.
+func (c *Conn) replyError(h frame.Header, e *frame.Error, direct bool) error {
+	return c.replyErrorThen(h, e, direct, nil)
+}
+
+// replyErrorThen queues an error reply charged to the memory budget. One
+// that does not fit means the peer lets replies pile up without reading
+// them: the connection closes, as nothing smaller can be sent.
+func (c *Conn) replyErrorThen(h frame.Header, e *frame.Error, direct bool, queued func()) error {
+	msg := c.enc.ErrorReply(h, e) // always fits a message
+	if !c.mem.take(int64(len(msg))) {
+		err := fmt.Errorf("%w: the peer lets replies pile up unread", c.budgetError("error reply", int64(len(msg))))
+		c.closeWith(err)
+		return err
+	}
+	_ = c.sched.queueReply(msg, direct, queued) // fails only once closing: its error is recorded
+	return nil
 }
 
 // handleMessage answers keepalive, applies credit, and queues the rest for
@@ -299,17 +352,19 @@ func (c *Conn) handleMessage(h frame.Header, fr *frame.Reader) error {
 		}
 		return nil
 	}
-	payload, err := fr.Payload()
+	payload, charged, err := c.readBody(fr, "message")
 	if err != nil {
 		return err
 	}
 	if c.isServer && c.Mode() != ModeNative {
+		c.mem.give(charged)
 		return errors.New("MESSAGE from a client in compat mode")
 	}
 	if !c.authed.Load() {
+		c.mem.give(charged)
 		c.cfg.log.Debug("virtrpc: dropping message before authentication", "header", h)
 		return nil
 	}
-	c.msgs.push(&Message{Header: h, Payload: payload, Conn: c})
+	c.msgs.push(&Message{Header: h, Payload: payload, Conn: c, charged: charged}) // charged until handled
 	return nil
 }

@@ -137,14 +137,17 @@ func (c *Conn) serveControl(h frame.Header, payload []byte, first bool) error {
 	if !native && c.cfg.Negotiation == RequireNative {
 		return fmt.Errorf("%w: the peer lacks features %v", ErrNativeRefused, missingFeatures(peer))
 	}
-	h.Type, h.Status = frame.TypeReply, frame.StatusOK
-	reply := frame.Append(nil, h, frame.EncodeHello(mine))
+	reply, err := c.enc.Reply(h, frame.EncodeHello(mine))
+	if err != nil {
+		return err
+	}
 	if !native {
 		return c.sched.queueThen(reply, nil)
 	}
 	// Native as the reply is queued, under the queue's lock: a native call
 	// of ours made once Mode says native goes out behind the reply, and the
 	// reply (so the peer's Client returning) cannot come before the mode.
-	// The peer's next frame, read after this returns, is native too.
-	return c.sched.queueThen(reply, func() { c.goNative(peer) })
+	// The peer's next frame, read after this returns, is native too, and
+	// Negotiated is closed before the peer's Client can return.
+	return c.sched.queueThen(reply, func() { c.goNative(peer); c.settle() })
 }

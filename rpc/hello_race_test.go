@@ -37,13 +37,11 @@ func TestStreamRightAfterHello(t *testing.T) {
 		srv := rpc.Server(sc, nil)
 		sent := make(chan error, 1)
 		go func() {
-			for srv.Mode() != rpc.ModeNative {
-				select {
-				case <-srv.Done():
-					sent <- srv.Err()
-					return
-				case <-time.After(time.Microsecond):
-				}
+			select {
+			case <-srv.Negotiated():
+			case <-srv.Done():
+				sent <- srv.Err()
+				return
 			}
 			st, _, err := srv.OpenStream(context.Background(), up, nil, stream.Upload, nil)
 			if err == nil {

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/stretchr/testify/assert"
 	"go.uber.org/goleak"
 
 	"github.com/virtrpc/virtrpc/frame"
@@ -309,6 +310,11 @@ func TestConnectionInvariants(t *testing.T) {
 					}
 				}
 				t.Fatalf("a blocking call did not return within 10 s")
+			}
+			// Close does not wait for handlers; they end once their ctx is
+			// cancelled.
+			for _, c := range w.conns {
+				assert.Eventually(t, func() bool { return c.Stats().CallsServing == 0 }, 10*time.Second, time.Millisecond)
 			}
 			for i, c := range w.conns {
 				st := c.Stats()

@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"math"
 	"time"
 
 	"github.com/virtrpc/virtrpc/frame"
@@ -10,8 +11,8 @@ import (
 // queued straight from the read loop, so they never wait behind bulk data
 // for more than the frame being written.
 func (c *Conn) sendKeepalive(proc int32, direct bool) {
-	var b [frame.Overhead]byte
-	frame.PutHeader(b[:], frame.Header{Prog: frame.KeepaliveProgram, Vers: frame.KeepaliveVersion, Proc: proc, Type: frame.TypeMessage}, 0)
+	var b [frame.KeepaliveSize]byte
+	frame.PutKeepalive(b[:], proc)
 	if proc == frame.KeepalivePong {
 		c.sched.sendPong(b[:]) // one queued PONG answers a burst of pings
 		return
@@ -29,22 +30,42 @@ func (c *Conn) gotPong() {
 
 // keepalive pings after an interval of silence and declares the peer dead
 // after interval × (count + 1) without receiving anything, as libvirt does.
+// It also reaps a peer that crawls through a message (slowCheck); either
+// job may be disabled.
 func (c *Conn) keepalive() {
 	defer c.loops.Done()
 	interval := c.cfg.KeepaliveInterval
 	deadAfter := interval * time.Duration(c.cfg.KeepaliveCount+1)
-	tick := time.NewTicker(max(interval/4, time.Millisecond))
+	period := time.Duration(math.MaxInt64)
+	if interval > 0 {
+		period = interval / 4
+	}
+	if c.cfg.MessageTimeout > 0 {
+		period = min(period, c.cfg.MessageTimeout/4)
+	}
+	tick := time.NewTicker(max(period, time.Millisecond))
 	defer tick.Stop()
 	var lastPing time.Time
+	var slow slowCheck
 	for {
 		select {
 		case <-c.done:
 			return
 		case now := <-tick.C:
+			if c.cfg.MessageTimeout > 0 {
+				if err := slow.check(c, now); err != nil {
+					c.closeWith(err)
+					return
+				}
+			}
+			if interval <= 0 {
+				continue
+			}
 			idle := now.Sub(time.Unix(0, c.lastRecv.Load()))
 			// While our read loop is paused (a compat stream's reader is
 			// behind) the silence is ours, not the peer's; we still ping so
-			// the peer knows we live.
+			// the peer knows we live. A peer silent mid-message is
+			// slowCheck's.
 			if idle >= deadAfter && !c.routing.Load() {
 				c.closeWith(ErrKeepaliveTimeout)
 				return

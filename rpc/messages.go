@@ -5,7 +5,8 @@ import (
 	"sync"
 )
 
-// maxQueuedMessageBytes bounds messages received but not yet handled. A
+// maxQueuedMessageBytes bounds messages received but not yet handled (they
+// are charged to the connection's memory budget too, which may be smaller). A
 // handler that falls this far behind closes the connection with an error:
 // the read loop never waits for user code, and messages are never dropped
 // silently.
@@ -37,6 +38,7 @@ func (m *messageQueue) push(msg *Message) {
 	m.mu.Lock()
 	if m.bytes+len(msg.Payload)+messageCost > maxQueuedMessageBytes {
 		m.mu.Unlock()
+		m.c.mem.give(msg.charged)
 		m.c.closeWith(errSlowMessages)
 		return
 	}
@@ -54,7 +56,7 @@ func (m *messageQueue) close() {
 }
 
 func (m *messageQueue) run() {
-	defer m.c.loops.Done()
+	defer m.c.user.Done()
 	for {
 		m.mu.Lock()
 		for len(m.q) == 0 && !m.closed {
@@ -76,6 +78,7 @@ func (m *messageQueue) run() {
 		} else {
 			m.c.cfg.log.Debug("virtrpc: no handler for message", "procedure", p)
 		}
+		m.c.mem.give(msg.charged)
 	}
 }
 

@@ -52,7 +52,10 @@ type AuthGate struct {
 }
 
 // Options configure a connection. The zero value (or nil) means the
-// documented defaults.
+// documented defaults. Socket options are not set here: the transport
+// package's dialers and listeners tune TCP (TCP_NOTSENT_LOWAT, so a small
+// call does not wait behind bulk data in the kernel; TCP_NODELAY), and
+// transport.Tune tunes a connection made elsewhere.
 type Options struct {
 	// Handlers serves the peer's calls and messages. Nil serves none: every
 	// call gets an "unknown procedure" error reply.
@@ -99,16 +102,62 @@ type Options struct {
 	// ErrTooManyStreams, and so does a handler's Request.Stream (the peer's
 	// call is then refused). Default 1024.
 	MaxStreams int
+	// MaxUnauthMessage bounds a received message while the auth gate
+	// (Auth) is closed: an anonymous peer cannot make us read a large body.
+	// Default 512 KiB, room for libvirt's largest SASL step (64 KiB of XDR
+	// chars, 4 wire bytes each). Bigger messages close the connection.
+	MaxUnauthMessage int
+	// ConnectionMemory bounds what a peer can make this connection hold:
+	// message bodies being read (charged as they arrive), call payloads
+	// while their handler runs, replies and messages waiting to be sent,
+	// messages waiting for their handler. A call whose payload does not fit
+	// is discarded and gets an error reply; a reply that does not fit is
+	// replaced by an error reply; a message (or reply to our call) that
+	// does not fit, or an error reply that cannot be queued, closes the
+	// connection; all with ErrMemoryBudget's text. Default 128 MiB: four
+	// libvirt-size messages, so a 32 MiB call can be read while another is
+	// served and its reply queued. Stream buffers are bounded apart
+	// (StreamBuffer, ConnectionWindow, CompatStreamBuffer).
+	ConnectionMemory int
+	// ServerMemory bounds what all connections of one Serve hold together:
+	// each connection's ConnectionMemory use beyond its first 64 KiB, plus
+	// 128 KiB per connection (its read buffer, and those 64 KiB, so a small
+	// call always fits), paid as it is accepted: at most 8192 connections
+	// per GiB. A connection that does not fit is closed at once; beyond
+	// it, calls fail as over ConnectionMemory. Default 1 GiB, about eight
+	// connections' worth of 32 MiB messages at once. Serve only.
+	ServerMemory int
+	// MaxConnections caps the connections one Serve serves at once, TLS
+	// handshakes included; one more is closed as soon as it is accepted
+	// (accepting goes on, so the listen queue never fills behind an
+	// attacker). Default 5000, libvirtd's max_clients. Serve only.
+	MaxConnections int
+	// MaxUnauthenticated caps the connections whose auth gate (Auth) is
+	// still closed; one more is closed at once. Default 20, libvirtd's
+	// max_anonymous_clients. Without Auth, connections start
+	// authenticated and only MaxConnections applies. Serve only.
+	MaxUnauthenticated int
+	// AuthTimeout closes a connection still unauthenticated this long
+	// after it started (after its TLS handshake), with ErrAuthTimeout.
+	// Default 60 s (a person may be typing a SASL password); negative
+	// disables. Serve only.
+	AuthTimeout time.Duration
+	// MessageTimeout and MinMessageRate reap a peer that stops or crawls in
+	// the middle of a message (keepalive cannot: the read loop is busy
+	// reading it). Within every MessageTimeout, a message being received
+	// must advance by MinMessageRate × MessageTimeout bytes or reach its
+	// end, else the connection closes with ErrSlowPeer. Defaults 30 s
+	// (libvirt's keepalive deadline) and 64 KiB/s: a 32 MiB message
+	// crosses a 512 kbit/s link in time. A negative MessageTimeout
+	// disables it. Silence between messages is keepalive's to reap.
+	MessageTimeout time.Duration
+	MinMessageRate int
 	// CompatStreamBuffer is how many bytes a stream buffers in compat mode
 	// before the read loop pauses. Default 4 MiB.
 	CompatStreamBuffer int
-	// NotSentLowat is the TCP_NOTSENT_LOWAT set on a TCP connection (also
-	// under TLS) when the connection starts, so that little data waits in
-	// the socket below the write scheduler and a small call overtakes bulk
-	// data. Default 32 KiB; negative leaves the socket as it is. It costs no
-	// throughput; it is a no-op on unix sockets and where the platform
-	// lacks it.
-	NotSentLowat int
+	// HandshakeTimeout bounds the TLS handshake of each connection Serve
+	// accepts (Accept takes a ctx instead). Default 10s.
+	HandshakeTimeout time.Duration
 	// Logger receives debug and error logs; nil is silent.
 	Logger *slog.Logger
 }
@@ -138,14 +187,26 @@ func resolve(o *Options) config {
 	def(&c.MaxMessage, frame.MaxMessage)
 	def(&c.CompatStreamBuffer, 4<<20)
 	def(&c.MaxStreams, 1024)
-	if c.NotSentLowat == 0 {
-		c.NotSentLowat = 32 << 10
+	def(&c.MaxUnauthMessage, 512<<10)
+	def(&c.ConnectionMemory, 128<<20)
+	def(&c.ServerMemory, 1<<30)
+	def(&c.MaxConnections, 5000)
+	def(&c.MaxUnauthenticated, 20)
+	if c.AuthTimeout == 0 {
+		c.AuthTimeout = time.Minute
+	}
+	def(&c.MinMessageRate, 64<<10)
+	if c.MessageTimeout == 0 {
+		c.MessageTimeout = 30 * time.Second
 	}
 	// At least what a peer's HELLO must announce, at most what it can (a
 	// 32-bit field: a larger window would be announced truncated and stall).
 	c.StreamWindow = int(min(int64(max(c.StreamWindow, minPeerWindow)), math.MaxUint32))
 	c.MaxStreamWindow = max(c.MaxStreamWindow, c.StreamWindow)
 	c.ChunkSize = min(c.ChunkSize, c.MaxMessage-frame.HeaderSize)
+	if c.HandshakeTimeout <= 0 {
+		c.HandshakeTimeout = 10 * time.Second
+	}
 	if c.KeepaliveInterval == 0 {
 		c.KeepaliveInterval = 5 * time.Second
 	}

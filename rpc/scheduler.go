@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"sync"
-	"time"
 
 	"github.com/virtrpc/virtrpc/frame"
 	"github.com/virtrpc/virtrpc/internal/streamcore"
@@ -45,15 +44,15 @@ type scheduler struct {
 	callBytes  int
 	ready      []*streamcore.Stream
 	closing    bool
-	graceful   bool
 	wake       chan struct{}
 	// writing is the write token: whoever holds it owns the socket and
 	// batch. The writer goroutine takes it for every write; a goroutine
-	// that queues a call, reply or credit while the token is free writes
-	// it itself, saving a goroutine hand-off on an idle direction.
-	writing   bool
-	batch     []byte
-	hardClose *time.Timer
+	// that queues a reply or credit, or a stream's frame, while the token
+	// is free writes it itself, saving a goroutine hand-off on an idle
+	// direction. Only goroutines that have nothing to return early for do
+	// (see enqueue): a Write cannot be abandoned halfway.
+	writing bool
+	batch   []byte
 }
 
 func (s *scheduler) init(c *Conn) {
@@ -144,6 +143,7 @@ func (s *scheduler) release(batch []byte, requeue *streamcore.Stream) {
 // loop passes false, so two peers' read loops can never both block writing
 // to each other.
 func (s *scheduler) sendCall(ctx context.Context, msg []byte, direct bool) error {
+	s.c.mem.force(int64(len(msg))) // our own: its caller waits on the bound instead
 	return s.enqueue(ctx, msg, direct, nil)
 }
 
@@ -151,10 +151,24 @@ func (s *scheduler) sendCall(ctx context.Context, msg []byte, direct bool) error
 // replies, and runs then under the queue's lock: nothing queued after then
 // ran can go out before msg, and msg cannot go out before then ran.
 func (s *scheduler) queueThen(msg []byte, then func()) error {
+	s.c.mem.force(int64(len(msg)))
 	return s.enqueue(context.Background(), msg, false, then)
 }
 
+// enqueue queues msg. A caller whose ctx can end never writes the socket
+// itself, even when the token is free: toward a peer that reads nothing its
+// Write would block out of ctx's reach, and it cannot be cut short either (a
+// frame written in part cannot be taken back, and a write deadline breaks a
+// tls.Conn for good). So the writer goroutine writes it, and the caller
+// waits for its reply or its ctx, whichever comes first; a frame whose
+// caller gave up is still written whole (or the connection closes), and the
+// late reply is dropped. Callers with a ctx that never ends (replies,
+// Background calls) keep the direct write.
+//
+// msg is charged to the connection's memory budget until it is written
+// (collectLocked) or fails here.
 func (s *scheduler) enqueue(ctx context.Context, msg []byte, direct bool, then func()) error {
+	direct = direct && ctx.Done() == nil
 	s.mu.Lock()
 	if s.callBytes > maxCallQueue && !s.closing && ctx.Done() != nil {
 		stop := context.AfterFunc(ctx, func() {
@@ -167,12 +181,27 @@ func (s *scheduler) enqueue(ctx context.Context, msg []byte, direct bool, then f
 	for s.callBytes > maxCallQueue && !s.closing {
 		if err := ctx.Err(); err != nil {
 			s.mu.Unlock()
+			s.c.mem.give(int64(len(msg)))
 			return err
 		}
 		s.space.Wait()
 	}
+	return s.appendLocked(msg, direct, then)
+}
+
+// queueReply queues a reply without waiting for the queue's bound: replies
+// are bounded by the memory budget they were charged to instead, so neither
+// the read loop nor a handler parks behind a peer that reads nothing.
+func (s *scheduler) queueReply(msg []byte, direct bool, then func()) error {
+	s.mu.Lock()
+	return s.appendLocked(msg, direct, then)
+}
+
+// appendLocked runs with s.mu held and releases it.
+func (s *scheduler) appendLocked(msg []byte, direct bool, then func()) error {
 	if s.closing {
 		s.mu.Unlock()
+		s.c.mem.give(int64(len(msg)))
 		return s.c.err
 	}
 	s.calls = append(s.calls, msg)
@@ -230,36 +259,29 @@ func (s *scheduler) writeData(f streamcore.Frame) bool {
 	return ok
 }
 
-func (s *scheduler) shutdown(graceful bool) {
+// shutdown drops everything queued; the connection is closing (a graceful
+// close waited for the queue to drain first, see Conn.Shutdown).
+func (s *scheduler) shutdown() {
 	s.mu.Lock()
 	s.closing = true
-	s.graceful = graceful
-	s.ready = nil
+	dropped := s.callBytes // each queued message is charged its length
+	s.ctrl, s.ctrlN, s.calls, s.callBytes, s.ready = nil, 0, nil, 0, nil
 	s.space.Broadcast()
-	if graceful {
-		// Armed with closing, so the writer's exit always sees it: a Write
-		// may be blocked where no deadline reaches (a TLS handshake's lock,
-		// held by the read loop's implicit handshake).
-		s.hardClose = time.AfterFunc(time.Second+100*time.Millisecond, func() { _ = s.c.nc.Close() })
-	}
 	s.mu.Unlock()
-	if graceful {
-		_ = s.c.nc.SetWriteDeadline(time.Now().Add(time.Second))
-	}
+	s.c.mem.give(int64(dropped))
 	s.kick()
+}
+
+// idle reports whether nothing is queued or being written.
+func (s *scheduler) idle() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return !s.writing && len(s.ctrl) == 0 && len(s.calls) == 0 && len(s.ready) == 0
 }
 
 func (s *scheduler) run() {
 	c := s.c
 	defer c.loops.Done()
-	defer func() {
-		_ = c.nc.Close()
-		s.mu.Lock()
-		if s.hardClose != nil {
-			s.hardClose.Stop()
-		}
-		s.mu.Unlock()
-	}()
 	for {
 		s.mu.Lock()
 		for s.writing || len(s.ctrl) == 0 && len(s.calls) == 0 && (len(s.ready) == 0 || s.closing) {
@@ -279,7 +301,7 @@ func (s *scheduler) run() {
 			}
 			s.mu.Lock()
 		}
-		if s.closing && !s.graceful {
+		if s.closing {
 			s.mu.Unlock()
 			return
 		}
@@ -323,6 +345,7 @@ func (s *scheduler) collectLocked(b []byte) ([]byte, int) {
 		s.calls[0] = nil
 		s.calls = s.calls[1:]
 		s.callBytes -= len(m)
+		s.c.mem.give(int64(len(m)))
 		b = append(b, m...)
 		frames++
 	}

@@ -17,20 +17,66 @@ type Listener interface {
 	Addr() net.Addr
 }
 
-// Serve accepts connections on l and serves each with Server(nc, opts),
-// calling onConn (if not nil) with every new connection. It returns when ctx
-// ends or l fails, after closing l and every connection it accepted and
-// waiting for them. Accept errors that pass (out of file descriptors or
-// buffers, a connection aborted before it was accepted) are retried with a
-// backoff of up to a second, as net/http does, and logged.
+// Serve accepts connections on l and serves each on its own goroutine:
+// first the TLS handshake if the connection has one (a *tls.Conn, or the
+// transport package's libvirt TLS conn), bounded by Options.HandshakeTimeout
+// so a silent client cannot hold a connection, and never inside Accept; then
+// Server(nc, opts), and onConn (if not nil) with the new connection. onConn
+// may run for several connections at once. Serve returns when ctx ends or l
+// fails, after closing l and every connection it accepted and waiting for
+// them. Accept errors that pass (out of file descriptors or buffers, a
+// connection aborted before it was accepted) are retried with a backoff of
+// up to a second, as net/http does, and logged; connections already served
+// carry on meanwhile.
+//
+// Serve caps what its clients can take, as libvirtd does: connections
+// (MaxConnections), connections not yet authenticated (MaxUnauthenticated,
+// AuthTimeout), and the memory they hold together (ServerMemory). A
+// connection over a cap is closed as soon as it is accepted.
 func Serve(ctx context.Context, l Listener, opts *Options, onConn func(*Conn)) error {
+	cfg := resolve(opts)
 	var (
-		mu    sync.Mutex
-		conns = map[*Conn]struct{}{}
-		wg    sync.WaitGroup
+		mu      sync.Mutex
+		conns   = map[*Conn]struct{}{}
+		stopped bool
+		wg      sync.WaitGroup
 	)
+	// Cancelled as Serve ends, so handshakes under way end too.
+	sctx, stopAll := context.WithCancel(ctx)
+	defer stopAll()
 	stop := context.AfterFunc(ctx, func() { _ = l.Close() })
 	defer stop()
+	limits := newServerLimits(cfg)
+	serve := func(nc net.Conn, adm *admission) {
+		var c *Conn
+		defer func() { adm.leave(c); wg.Done() }()
+		hctx, cancel := context.WithTimeout(sctx, cfg.HandshakeTimeout)
+		err := handshake(hctx, nc)
+		cancel()
+		if err != nil {
+			cfg.log.Debug("virtrpc: handshake failed", "remote", nc.RemoteAddr(), "err", err)
+			return
+		}
+		c = newConnIn(nc, opts, true, adm)
+		defer adm.watchAuth(c)()
+		mu.Lock()
+		if stopped {
+			mu.Unlock()
+			_ = c.Close()
+			c.wait()
+			return
+		}
+		conns[c] = struct{}{}
+		mu.Unlock()
+		if onConn != nil {
+			onConn(c)
+		}
+		<-c.Done()
+		c.wait()
+		mu.Lock()
+		delete(conns, c)
+		mu.Unlock()
+	}
 	var err error
 	var backoff time.Duration
 	for {
@@ -38,7 +84,7 @@ func Serve(ctx context.Context, l Listener, opts *Options, onConn func(*Conn)) e
 		if aerr != nil {
 			if ctx.Err() == nil && transientAccept(aerr) {
 				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-				resolve(opts).log.Warn("virtrpc: accept failed; retrying", "err", aerr, "in", backoff)
+				cfg.log.Warn("virtrpc: accept failed; retrying", "err", aerr, "in", backoff)
 				t := time.NewTimer(backoff)
 				select {
 				case <-t.C:
@@ -52,25 +98,19 @@ func Serve(ctx context.Context, l Listener, opts *Options, onConn func(*Conn)) e
 			break
 		}
 		backoff = 0
-		c := Server(nc, opts)
-		mu.Lock()
-		conns[c] = struct{}{}
-		mu.Unlock()
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			<-c.Done()
-			c.wait()
-			mu.Lock()
-			delete(conns, c)
-			mu.Unlock()
-		}()
-		if onConn != nil {
-			onConn(c)
+		adm, why := limits.admit()
+		if why != nil { // closed at once: waiting would let the listen queue fill behind an attacker
+			cfg.log.Debug("virtrpc: connection refused", "remote", nc.RemoteAddr(), "why", why)
+			_ = nc.Close()
+			continue
 		}
+		wg.Add(1)
+		go serve(nc, adm)
 	}
 	_ = l.Close()
+	stopAll()
 	mu.Lock()
+	stopped = true
 	all := make([]*Conn, 0, len(conns))
 	for c := range conns {
 		all = append(all, c)

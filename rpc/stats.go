@@ -20,7 +20,9 @@ type Stats struct {
 	StreamBytesSent, StreamBytesReceived int64 // stream data payload only
 	StreamsOpen                          int   // streams registered now
 	StreamsOpened                        int64
-	CallsServing                         int // calls received and not yet answered
+	CallsServing                         int   // calls received and not yet answered
+	CallsPending                         int   // calls made and not yet answered (or given up on, until the reply)
+	Memory                               int64 // bytes charged to the memory budget now (Options.ConnectionMemory)
 	PingsSent                            int64
 	Mode                                 Mode
 	RTT                                  int64 // nanoseconds, the current estimate
@@ -29,7 +31,7 @@ type Stats struct {
 // Stats returns a snapshot of the connection's counters.
 func (c *Conn) Stats() Stats {
 	c.mu.Lock()
-	open := len(c.streams)
+	open, pending := len(c.streams), len(c.pending)
 	c.mu.Unlock()
 	return Stats{
 		BytesSent:           c.stats.bytesOut.Load(),
@@ -41,6 +43,8 @@ func (c *Conn) Stats() Stats {
 		StreamsOpen:         open,
 		StreamsOpened:       c.stats.streamsOpened.Load(),
 		CallsServing:        int(c.serving.Load()),
+		CallsPending:        pending,
+		Memory:              c.mem.inUse(),
 		PingsSent:           c.stats.pingsOut.Load(),
 		Mode:                c.Mode(),
 		RTT:                 c.rttNanos.Load(),

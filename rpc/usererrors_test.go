@@ -2,7 +2,9 @@ package rpc_test
 
 import (
 	"context"
+	"errors"
 	"net"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -67,4 +69,24 @@ func TestUserErrorsAreClear(t *testing.T) {
 	_, _, err = c.OpenStream(context.Background(), misuse, nil, stream.Download, nil)
 	var ce *rpc.ClosedError
 	require.ErrorAs(t, err, &ce)
+}
+
+// A handler's error too long for one message reaches the caller as an
+// error saying so, and the connection carries on (the reply was once sent
+// over the limit, and the peer closed the connection).
+func TestHugeHandlerErrorStillAnswers(t *testing.T) {
+	huge := rpc.Procedure{Prog: 0x1234, Vers: 1, Proc: 41}
+	mux := echoMux()
+	mux.Handle(huge, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
+		return nil, errors.New(strings.Repeat("x", 2<<20))
+	})
+	opts := &rpc.Options{Handlers: mux, MaxMessage: 1 << 20}
+	c, _ := pair(t, &rpc.Options{MaxMessage: 1 << 20}, opts)
+	_, err := c.Call(context.Background(), huge, nil)
+	var re *rpc.Error
+	require.ErrorAs(t, err, &re)
+	assert.Contains(t, re.Text(), "over the message limit")
+	got, err := c.Call(context.Background(), echoProc, []byte("on"))
+	require.NoError(t, err)
+	assert.Equal(t, "on", string(got))
 }

@@ -1,8 +1,8 @@
 // Package transport dials and listens for the connections virtrpc runs on:
 // TCP, unix sockets and TLS over either, with libvirt's conventions. Every
-// function hands the rpc layer a plain [net.Conn]; the [Dialer] interface is
-// all the rpc layer asks of a transport, and *net.Dialer, *tls.Dialer,
-// [NetDialer] and [TLSDialer] all satisfy it.
+// function hands back a plain [net.Conn] for rpc.Client or rpc.Accept; the
+// rpc package neither imports this one nor touches socket options, so the
+// tuning below is this package's alone.
 //
 // # Conventions
 //
@@ -24,7 +24,9 @@
 // costs no throughput) and TCP_NODELAY. Socket buffer sizes are left to the
 // kernel on purpose: shrinking them costs throughput. [Tune] applies the
 // same settings to a connection obtained elsewhere, including through a
-// *tls.Conn.
+// *tls.Conn: a connection from net.Dial runs without TCP_NOTSENT_LOWAT, and
+// then a small call can wait behind as much bulk data as the kernel's send
+// buffer holds.
 //
 // # TLS
 //
@@ -49,8 +51,9 @@
 // once with a *tls.Conn, or with LibvirtAck a *[LibvirtServerConn] that
 // sends the acknowledgement byte right after its handshake by itself, so a
 // server cannot forget it. The handshake runs on the first Read or Write;
-// a server that wants it bounded calls [Handshake] with a context in the
-// goroutine serving the connection:
+// rpc.Serve and rpc.Accept run it first, bounded, in the goroutine serving
+// the connection. A server of its own calls [Handshake] with a context
+// there:
 //
 //	for {
 //		c, err := ln.Accept()

@@ -76,33 +76,3 @@ func TestDialTCPErrors(t *testing.T) {
 	_, err = transport.DialTCP(ctx, freeAddr(t), nil)
 	assert.ErrorIs(t, err, context.Canceled)
 }
-
-func TestNetDialer(t *testing.T) {
-	ctx := testCtx(t)
-	var d transport.Dialer = &transport.NetDialer{}
-
-	tln, err := transport.ListenTCP(ctx, "127.0.0.1:0", nil)
-	require.NoError(t, err)
-	serve(t, tln, echo)
-	c, err := d.DialContext(ctx, "tcp", tln.Addr().String())
-	require.NoError(t, err)
-	roundTrip(t, c, "tcp")
-	c.Close()
-
-	uln, err := transport.ListenUnix(ctx, filepath.Join(t.TempDir(), "sock"))
-	require.NoError(t, err)
-	serve(t, uln, echo)
-	c, err = d.DialContext(ctx, "unix", uln.Addr().String())
-	require.NoError(t, err)
-	roundTrip(t, c, "unix")
-	c.Close()
-
-	c, err = d.DialContext(ctx, "udp", "127.0.0.1:1")
-	assert.Nil(t, c)
-	var unknown net.UnknownNetworkError
-	assert.ErrorAs(t, err, &unknown)
-
-	c, err = d.DialContext(ctx, "tcp", freeAddr(t))
-	assert.Nil(t, c, "no typed nil")
-	assert.Error(t, err)
-}

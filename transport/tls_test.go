@@ -89,21 +89,6 @@ func TestDialTLSServerNameFromAddr(t *testing.T) {
 	roundTrip(t, c, "by IP")
 }
 
-func TestTLSDialer(t *testing.T) {
-	p := newPKI(t)
-	addr := tlsServer(t, p, endpoint{"tcp", "127.0.0.1:0"}, true)
-	var d transport.Dialer = &transport.TLSDialer{Options: &transport.TLSOptions{Config: p.ClientConfig(), LibvirtAck: true}}
-	c, err := d.DialContext(testCtx(t), "tcp", addr.String())
-	require.NoError(t, err)
-	defer c.Close()
-	assert.IsType(t, &tls.Conn{}, c)
-	roundTrip(t, c, "via Dialer")
-
-	c, err = d.DialContext(testCtx(t), "tcp", freeAddr(t))
-	assert.Nil(t, c, "no typed nil")
-	assert.Error(t, err)
-}
-
 func TestTLSMinVersion(t *testing.T) {
 	p := newPKI(t)
 	ctx := testCtx(t)

@@ -2,6 +2,8 @@ package xdr
 
 import "reflect"
 
+var stringType = reflect.TypeFor[string]()
+
 // Codecs for types built from other types: variable and fixed arrays,
 // optionals and structs.
 
@@ -34,6 +36,18 @@ func (b *builder) slice(c *codec, t reflect.Type, limit int, path string) error 
 			if err := elem.enc(e, v.Index(i)); err != nil {
 				return encodeIn(err, indexPath(i))
 			}
+		}
+		return nil
+	}
+	if t.Elem() == stringType {
+		c.dec = func(d *Decoder, v reflect.Value) error {
+			s, err := d.stringList(limit)
+			if err != nil || s == nil {
+				v.SetZero()
+				return err
+			}
+			v.Set(reflect.ValueOf(s).Convert(t))
+			return nil
 		}
 		return nil
 	}

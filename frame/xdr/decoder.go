@@ -1,6 +1,9 @@
 package xdr
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+	"strings"
+)
 
 // Decoder reads XDR items from a byte slice. Each length and count is
 // checked against the remaining input, and against the caller's limit,
@@ -120,6 +123,50 @@ func (d *Decoder) CharArray(limit int) ([]byte, error) {
 		out[i] = d.b[4*i+3]
 	}
 	d.b = d.b[4*n:]
+	return out, nil
+}
+
+// stringList reads an XDR array of strings of at most limit elements
+// (limit <= 0: no limit beyond the input). The array is checked whole
+// before anything is allocated, then the slice is allocated once and every
+// string is a substring of one shared copy of the bytes: 16 bytes per
+// element plus the string bytes, never one allocation per string. The
+// result is nil when empty.
+func (d *Decoder) stringList(limit int) ([]string, error) {
+	n, err := d.count(limit, 4)
+	if err != nil || n == 0 {
+		return nil, err
+	}
+	if err := d.enter(); err != nil { // as the generic array decoder counts depth
+		return nil, err
+	}
+	defer d.leave()
+	// Three passes over the input: check and sum the lengths, copy the
+	// bytes into one string, cut it into the elements.
+	start := *d
+	scan := start
+	total := 0
+	for i := range n {
+		b, err := scan.opaque(0)
+		if err != nil {
+			return nil, decodeIn(err, indexPath(i))
+		}
+		total += len(b)
+	}
+	var sb strings.Builder
+	sb.Grow(total)
+	for range n {
+		b, _ := d.opaque(0) // checked above
+		sb.Write(b)
+	}
+	all := sb.String()
+	out := make([]string, n)
+	off := 0
+	for i := range out {
+		b, _ := start.opaque(0)
+		out[i] = all[off : off+len(b)]
+		off += len(b)
+	}
 	return out, nil
 }
 
