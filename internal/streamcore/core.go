@@ -35,7 +35,11 @@ const (
 // adapter in package rpc).
 type Link interface {
 	// Schedule tells the write scheduler that s has frames for PopFrame.
-	Schedule(s *Stream)
+	// direct allows the calling goroutine to write them itself when the
+	// socket is idle; a caller that must return when its ctx ends or its
+	// deadline passes passes false, as a write to the socket is out of
+	// their reach.
+	Schedule(s *Stream, direct bool)
 	// SendCredit grants the peer n more bytes on stream serial, ahead of
 	// any queued data. direct allows writing it on the calling goroutine;
 	// the read loop passes false and must never block on a write.
@@ -226,7 +230,7 @@ func (s *Stream) Unhold() {
 	}
 	s.mu.Unlock()
 	if sched {
-		s.link.Schedule(s)
+		s.link.Schedule(s, false)
 	}
 	if s.cfg.Failed != nil {
 		s.sendOOB(frame.StatusError, encodeAbort(s.cfg.Failed))
