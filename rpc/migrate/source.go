@@ -369,7 +369,7 @@ func (o *Outgoing) perform(ctx context.Context, plan Plan, cookie []byte) ([]int
 		wg.Go(func() {
 			defer m.done[i].Store(true)
 			st := o.streams[i]
-			_, err := st.ReadFrom(pumpReader(ctx, r, plan.Streams[i].Sparse, &m.counts[i], o.limit))
+			err := pump(st, pumpReader(ctx, r, plan.Streams[i].Sparse, &m.counts[i], o.limit), plan.Streams[i].Sparse)
 			if err == nil {
 				err = st.Finish(ctx) // the destination's verdict
 			}
