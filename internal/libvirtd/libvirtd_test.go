@@ -860,3 +860,76 @@ func TestUploadRefused(t *testing.T) {
 		t.Logf("upload to a missing volume: code %d: %s", re.Code, *re.Message)
 	})
 }
+
+// TestCallsDuringTransfer makes small calls on a connection while a 64 MiB
+// upload, then a 64 MiB download, run on it: the write scheduler puts a call
+// ahead of queued stream data, so a call waits for at most a frame or so,
+// not for the transfer.
+func TestCallsDuringTransfer(t *testing.T) {
+	t.Parallel()
+	d := libvirtd.Start(t, nil)
+	c := connect(t, d, storageURI, nil)
+	p := createPool(t, c, "busy")
+	v := createVol(t, c, p, "v", 64*mib, 0)
+	src := filepath.Join(t.TempDir(), "src.img")
+	f, err := os.Create(src)
+	require.NoError(t, err)
+	buf := make([]byte, mib)
+	x := uint32(2463534242)
+	for range 64 {
+		for i := range buf {
+			x ^= x << 13
+			x ^= x >> 17
+			x ^= x << 5
+			buf[i] = byte(x)
+		}
+		_, err := f.Write(buf)
+		require.NoError(t, err)
+	}
+	require.NoError(t, f.Close())
+
+	measure := func(transfer func()) (latencies []time.Duration) {
+		done := make(chan struct{})
+		calls := make(chan []time.Duration)
+		go func() {
+			var l []time.Duration
+			defer func() { calls <- l }()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				start := time.Now()
+				var info libvirtd.StorageVolInfoRet
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				err := c.CallXDR(ctx, libvirtd.Proc(libvirtd.ProcStorageVolGetInfo), &libvirtd.StorageVolArgs{Vol: v}, &info)
+				cancel()
+				if err != nil {
+					t.Errorf("call during the transfer: %v", err)
+					return
+				}
+				l = append(l, time.Since(start))
+				time.Sleep(5 * time.Millisecond)
+			}
+		}()
+		transfer()
+		close(done)
+		return <-calls
+	}
+	check := func(what string, l []time.Duration) {
+		t.Helper()
+		require.NotEmpty(t, l, what)
+		slices.Sort(l)
+		t.Logf("%s: %d calls, median %v, max %v", what, len(l), l[len(l)/2], l[len(l)-1])
+		assert.Less(t, l[len(l)-1], 2*time.Second, "%s: slowest call", what)
+	}
+	start := time.Now()
+	check("upload", measure(func() { upload(t, c, v, src, false) }))
+	t.Logf("upload took %v", time.Since(start))
+	start = time.Now()
+	out := filepath.Join(t.TempDir(), "out.img")
+	check("download", measure(func() { download(t, c, v, out, false) }))
+	t.Logf("download took %v", time.Since(start))
+	assert.Equal(t, statFile(t, src).sha, statFile(t, out).sha)
+}
