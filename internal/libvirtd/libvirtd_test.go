@@ -410,21 +410,36 @@ func TestKeepalive(t *testing.T) {
 
 	t.Run("answered", func(t *testing.T) {
 		require.NoError(t, answered.Err())
-		assert.NotEmpty(t, hostname(t, answered), "a call after the idle time")
-		closeConn(t, answered) // no more pings: the counts below are final
-		pings, pongs := rcAnswered.counts(t)
-		t.Logf("%v idle: %d pings from libvirtd, %d pongs sent", idle, pings, pongs)
+		// Every ping received during the idle time gets its pong (a loaded
+		// machine may take a moment for the last one).
+		pings, _ := rcAnswered.counts(t)
+		t.Logf("%v idle: %d pings from libvirtd", idle, pings)
+		assert.EventuallyWithT(t, func(c *assert.CollectT) {
+			_, pongs := rcAnswered.counts(t)
+			assert.GreaterOrEqual(c, pongs, pings, "pongs sent")
+		}, 5*time.Second, 20*time.Millisecond, "every ping answered")
 		// libvirtd pings after kaInterval s without hearing from us: about
 		// idle/kaInterval times; half of that leaves room for a slow machine.
 		assert.GreaterOrEqual(t, pings, int(idle/time.Second)/kaInterval/2, "pings from libvirtd")
-		assert.Equal(t, pings, pongs, "every ping answered")
+
+		assert.NotEmpty(t, hostname(t, answered), "a call after the idle time")
+		closeConn(t, answered) // no more pings: the counts below are final
+		pingsEnd, pongsEnd := rcAnswered.counts(t)
+		assert.LessOrEqual(t, pingsEnd-pongsEnd, 1, "unanswered pings (one may arrive as we close)")
+
 		// The daemon's own account: it sent those pings (and the raw
-		// client's) and got these pongs (the others send none). Its log
-		// may trail the socket by a moment.
+		// client's; one more may have been in flight as we closed) and got
+		// the pongs (the other connections send none). Its log may trail
+		// the socket by a moment.
 		assert.EventuallyWithT(t, func(c *assert.CollectT) {
-			assert.Len(c, d.LogLines("RPC_KEEPALIVE_SEND", "proc=1"), pings+raw.pings, "pings in libvirtd's log")
-			assert.Len(c, d.LogLines("RPC_KEEPALIVE_RECEIVED", "proc=2"), pongs, "pongs in libvirtd's log")
+			sent := len(d.LogLines("RPC_KEEPALIVE_SEND", "proc=1"))
+			assert.GreaterOrEqual(c, sent, pingsEnd+raw.pings, "pings in libvirtd's log")
+			assert.LessOrEqual(c, sent, pingsEnd+raw.pings+1, "pings in libvirtd's log")
+			received := len(d.LogLines("RPC_KEEPALIVE_RECEIVED", "proc=2"))
+			assert.GreaterOrEqual(c, received, pings, "pongs in libvirtd's log")
+			assert.LessOrEqual(c, received, pongsEnd, "pongs in libvirtd's log")
 		}, 5*time.Second, 50*time.Millisecond)
+		t.Logf("slowest pong as libvirtd saw it: %v after its ping", slowestPong(t, d))
 	})
 	t.Run("not asked", func(t *testing.T) {
 		require.NoError(t, notAsked.Err())
@@ -438,6 +453,33 @@ func TestKeepalive(t *testing.T) {
 		assert.Equal(t, 2, raw.replies)
 		assert.GreaterOrEqual(t, raw.pings, kaCount)
 	})
+}
+
+// slowestPong reads libvirtd's keepalive log and returns the longest time
+// between a ping it sent and the next pong it received from the same client.
+func slowestPong(t *testing.T, d *libvirtd.Daemon) time.Duration {
+	t.Helper()
+	re := regexp.MustCompile(`^(\S+ \S+): .*RPC_KEEPALIVE_(SEND|RECEIVED): .*client=(\S+) .*proc=(\d)`)
+	sentAt := map[string]time.Time{}
+	var slowest time.Duration
+	for _, line := range d.LogLines("RPC_KEEPALIVE_") {
+		m := re.FindStringSubmatch(line)
+		if m == nil {
+			continue
+		}
+		at, err := time.Parse("2006-01-02 15:04:05.000-0700", m[1])
+		require.NoError(t, err, line)
+		switch {
+		case m[2] == "SEND" && m[4] == "1":
+			sentAt[m[3]] = at
+		case m[2] == "RECEIVED" && m[4] == "2":
+			if s, ok := sentAt[m[3]]; ok {
+				slowest = max(slowest, at.Sub(s))
+				delete(sentAt, m[3])
+			}
+		}
+	}
+	return slowest
 }
 
 func TestDomainLifecycleEvent(t *testing.T) {
@@ -864,7 +906,9 @@ func TestUploadRefused(t *testing.T) {
 // TestCallsDuringTransfer makes small calls on a connection while a 64 MiB
 // upload, then a 64 MiB download, run on it: the write scheduler puts a call
 // ahead of queued stream data, so a call waits for at most a frame or so,
-// not for the transfer.
+// not for the transfer. (The download is read into a hash: in compat mode a
+// reader that falls behind pauses the connection's read loop, and the
+// replies with it, as libvirt's own client does.)
 func TestCallsDuringTransfer(t *testing.T) {
 	t.Parallel()
 	d := libvirtd.Start(t, nil)
@@ -922,14 +966,25 @@ func TestCallsDuringTransfer(t *testing.T) {
 		require.NotEmpty(t, l, what)
 		slices.Sort(l)
 		t.Logf("%s: %d calls, median %v, max %v", what, len(l), l[len(l)/2], l[len(l)-1])
-		assert.Less(t, l[len(l)-1], 2*time.Second, "%s: slowest call", what)
+		// Calls stuck behind the data would take a good part of the
+		// transfer (~0.5 s here, seconds under load); the bounds leave
+		// room for a loaded CI machine.
+		assert.Less(t, l[len(l)/2], 200*time.Millisecond, "%s: median call", what)
+		assert.Less(t, l[len(l)-1], 5*time.Second, "%s: slowest call", what)
 	}
 	start := time.Now()
 	check("upload", measure(func() { upload(t, c, v, src, false) }))
 	t.Logf("upload took %v", time.Since(start))
 	start = time.Now()
-	out := filepath.Join(t.TempDir(), "out.img")
-	check("download", measure(func() { download(t, c, v, out, false) }))
+	h := sha256.New()
+	check("download", measure(func() {
+		st, err := libvirtd.OpenStream(testCtx(t, 30*time.Second), c, libvirtd.ProcStorageVolDownload, libvirtd.Download, false,
+			&libvirtd.StorageVolTransferArgs{Vol: v}, nil)
+		require.NoError(t, err)
+		_, err = st.WriteTo(h)
+		require.NoError(t, err)
+		require.NoError(t, st.Close())
+	}))
 	t.Logf("download took %v", time.Since(start))
-	assert.Equal(t, statFile(t, src).sha, statFile(t, out).sha)
+	assert.Equal(t, statFile(t, src).sha, hex.EncodeToString(h.Sum(nil)))
 }
