@@ -100,6 +100,13 @@ type Options struct {
 	// CONNECT_SUPPORTS_FEATURE(VIR_DRV_FEATURE_PROGRAM_KEEPALIVE).
 	KeepaliveInterval int
 	KeepaliveCount    int
+	// SASL, if not nil, makes the daemon authenticate clients with Cyrus
+	// SASL, on its unix socket and on TLS.
+	SASL *SASLOptions
+	// TLSDir, if set, is a PKI directory in libvirt's layout (servercert.pem,
+	// serverkey.pem, cacert.pem): the daemon listens on TLS at 127.0.0.1 and
+	// a free port too (Daemon.TLSAddr), verifying client certificates.
+	TLSDir string
 	// LogKeepalive logs libvirtd's keepalive probes (RPC_KEEPALIVE_SEND,
 	// RPC_KEEPALIVE_RECEIVED, ...) at info level, so a test can count the
 	// pings the daemon sent and the pongs it got.
@@ -112,6 +119,9 @@ type Daemon struct {
 	Socket string // the read-write unix socket
 	Log    string // libvirtd's log file
 	PID    int
+
+	// TLSAddr is the daemon's TLS address when Options.TLSDir is set.
+	TLSAddr string
 
 	virsh    string
 	cmd      *exec.Cmd
@@ -173,9 +183,18 @@ func Start(t testing.TB, opts *Options) *Daemon {
 	conf := fmt.Sprintf(`listen_tls = 0
 listen_tcp = 0
 unix_sock_dir = %q
-auth_unix_rw = "none"
-auth_unix_ro = "none"
-`, filepath.Join(dir, "run"))
+auth_unix_rw = %[2]q
+auth_unix_ro = %[2]q
+`, filepath.Join(dir, "run"), authOf(opts))
+	var env []string
+	if opts.SASL != nil {
+		env = setupSASL(t, dir, opts.SASL)
+	}
+	if opts.TLSDir != "" {
+		var tc string
+		tc, d.TLSAddr = tlsConf(t, opts.TLSDir, authOf(opts))
+		conf = strings.Replace(conf, "listen_tls = 0\n", tc, 1)
+	}
 	if opts.KeepaliveInterval != 0 {
 		conf += fmt.Sprintf("keepalive_interval = %d\n", opts.KeepaliveInterval)
 	}
@@ -211,9 +230,13 @@ exec "$@"`
 	// Pdeathsig: a test binary killed by -timeout takes its daemons along.
 	d.cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGTERM}
 	d.cmd.Env = append(os.Environ(), "LIBVIRT_DRIVER_DIR="+filepath.Join(dir, "drivers"))
+	d.cmd.Env = append(d.cmd.Env, env...)
 	d.cmd.Dir = dir
 	d.cmd.Stdout = stderr
 	d.cmd.Stderr = stderr
+	if opts.TLSDir != "" {
+		d.cmd.Args = append(d.cmd.Args, "--listen")
+	}
 	if err := d.cmd.Start(); err != nil {
 		t.Fatalf("start libvirtd: %v", err)
 	}
@@ -234,6 +257,14 @@ exec "$@"`
 		t.Fatalf("libvirtd did not come up: %v\nstderr: %s\nlog:\n%s", err, d.readFile("stderr"), d.LogText())
 	}
 	return d
+}
+
+// authOf is the auth_unix_rw and auth_tls setting for opts.
+func authOf(opts *Options) string {
+	if opts.SASL != nil {
+		return "sasl"
+	}
+	return "none"
 }
 
 // waitReady waits until the socket accepts a connection.
