@@ -555,7 +555,7 @@ func TestDomainScreenshot(t *testing.T) {
 	d := libvirtd.Start(t, nil)
 	c := connect(t, d, testURI, nil)
 	var ret libvirtd.DomainScreenshotRet
-	st, err := libvirtd.OpenStream(testCtx(t, 30*time.Second), c, libvirtd.ProcDomainScreenshot, libvirtd.Download, false,
+	st, err := libvirtd.OpenStream(testCtx(t, 30*time.Second), c, libvirtd.ProcDomainScreenshot, stream.Download, false,
 		&libvirtd.DomainScreenshotArgs{Dom: lookupDomain(t, c, "test")}, &ret)
 	require.NoError(t, err)
 	png, err := io.ReadAll(st)
@@ -666,7 +666,7 @@ func upload(t *testing.T, c *rpc.Conn, v libvirtd.StorageVol, src string, sparse
 	f, err := os.Open(src)
 	require.NoError(t, err)
 	defer f.Close()
-	st, err := libvirtd.OpenStream(testCtx(t, 30*time.Second), c, libvirtd.ProcStorageVolUpload, libvirtd.Upload, sparse,
+	st, err := libvirtd.OpenStream(testCtx(t, 30*time.Second), c, libvirtd.ProcStorageVolUpload, stream.Upload, sparse,
 		&libvirtd.StorageVolTransferArgs{Vol: v, Flags: flags(sparse)}, nil)
 	require.NoError(t, err)
 	_, err = st.ReadFrom(f)
@@ -679,7 +679,7 @@ func download(t *testing.T, c *rpc.Conn, v libvirtd.StorageVol, dst string, spar
 	f, err := os.Create(dst)
 	require.NoError(t, err)
 	defer f.Close()
-	st, err := libvirtd.OpenStream(testCtx(t, 30*time.Second), c, libvirtd.ProcStorageVolDownload, libvirtd.Download, sparse,
+	st, err := libvirtd.OpenStream(testCtx(t, 30*time.Second), c, libvirtd.ProcStorageVolDownload, stream.Download, sparse,
 		&libvirtd.StorageVolTransferArgs{Vol: v, Flags: flags(sparse)}, nil)
 	require.NoError(t, err)
 	_, err = st.WriteTo(f)
@@ -752,7 +752,7 @@ func TestStorageVolUploadDownload(t *testing.T) {
 
 			// Into a writer that cannot seek, holes arrive as zeros.
 			h := sha256.New()
-			st, err := libvirtd.OpenStream(testCtx(t, 30*time.Second), c, libvirtd.ProcStorageVolDownload, libvirtd.Download, sparse,
+			st, err := libvirtd.OpenStream(testCtx(t, 30*time.Second), c, libvirtd.ProcStorageVolDownload, stream.Download, sparse,
 				&libvirtd.StorageVolTransferArgs{Vol: ours, Flags: flags(sparse)}, nil)
 			require.NoError(t, err)
 			n, err := st.WriteTo(h)
@@ -764,7 +764,7 @@ func TestStorageVolUploadDownload(t *testing.T) {
 			// A range (offset and length are the two hypers of the call)
 			// across a data/hole boundary, as virsh --offset --length gets it.
 			const off, length = 7*mib + 12345, 3 * mib
-			st, err = libvirtd.OpenStream(testCtx(t, 30*time.Second), c, libvirtd.ProcStorageVolDownload, libvirtd.Download, sparse,
+			st, err = libvirtd.OpenStream(testCtx(t, 30*time.Second), c, libvirtd.ProcStorageVolDownload, stream.Download, sparse,
 				&libvirtd.StorageVolTransferArgs{Vol: ours, Offset: off, Length: length, Flags: flags(sparse)}, nil)
 			require.NoError(t, err)
 			part, err := io.ReadAll(st)
@@ -789,7 +789,7 @@ func TestDownloadClosedEarly(t *testing.T) {
 	v := createVol(t, c, p, "v", 16*mib, 16*mib) // allocated: 16 MiB of zeros to send
 
 	open := func() *stream.Stream {
-		st, err := libvirtd.OpenStream(testCtx(t, 30*time.Second), c, libvirtd.ProcStorageVolDownload, libvirtd.Download, false,
+		st, err := libvirtd.OpenStream(testCtx(t, 30*time.Second), c, libvirtd.ProcStorageVolDownload, stream.Download, false,
 			&libvirtd.StorageVolTransferArgs{Vol: v}, nil)
 		require.NoError(t, err)
 		return st
@@ -814,27 +814,23 @@ func TestDownloadClosedEarly(t *testing.T) {
 	virsh(t, d, storageURI, "vol-download", "--pool", p.ref.Name, "v", filepath.Join(dir, "virsh.out"))
 	assert.Equal(t, statFile(t, filepath.Join(dir, "virsh.out")), statFile(t, filepath.Join(dir, "ours.out")))
 
-	// On the wire, each early Close is an abort (STREAM/ERROR, as virsh's
-	// in capture 09), which libvirtd acknowledges with STREAM/OK.
+	// A download closed before its end is an abort, and Close says so.
+	for i, read := range []string{"1 MiB", "nothing"} {
+		assert.ErrorIs(t, errs[i], stream.ErrReceiverClosed, "Close of a download after reading %s of 16 MiB", read)
+	}
+	// On the wire, each early Close is an abort (STREAM/ERROR with an empty
+	// payload, as virsh's in capture 09), which libvirtd acknowledges with
+	// STREAM/OK. (Before streams declared their direction, a download
+	// closed before any data sent a normal finish, STREAM/OK, which
+	// libvirtd acknowledged as success just the same.)
 	in, out := rc.bytes()
 	sent, got := streamEnds(t, out, libvirtd.ProcStorageVolDownload), streamEnds(t, in, libvirtd.ProcStorageVolDownload)
-	for i, serial := range serials {
+	for _, serial := range serials {
 		t.Logf("stream %d: sent %v, libvirtd sent %v", serial, sent[serial], got[serial])
-		if i == 1 && !libvirtd.DirectionDeclared && slices.Equal(sent[serial], []frame.Status{frame.StatusOK}) {
-			continue // the known bug below: a normal finish
-		}
 		assert.Equal(t, []frame.Status{frame.StatusError}, sent[serial], "stream %d: our abort", serial)
-		assert.Equal(t, frame.StatusOK, got[serial][len(got[serial])-1], "stream %d: libvirtd's acknowledgement", serial)
-	}
-
-	// A download closed before its end is an abort, and Close says so.
-	if !libvirtd.DirectionDeclared && (errs[0] == nil || errs[1] == nil) {
-		t.Skip("known bug, fixed by stream2: Close of a download before its end returns nil " +
-			"(the stream does not know it receives); see libvirtd.DirectionDeclared")
-	}
-	for i, read := range []string{"1 MiB", "nothing"} {
-		assert.Error(t, errs[i], "Close of a download after reading %s of 16 MiB", read)
-		assert.Equal(t, []frame.Status{frame.StatusError}, sent[serials[i]], "the abort on the wire")
+		if assert.NotEmpty(t, got[serial]) {
+			assert.Equal(t, frame.StatusOK, got[serial][len(got[serial])-1], "stream %d: libvirtd's acknowledgement", serial)
+		}
 	}
 }
 
@@ -850,7 +846,7 @@ func TestUploadRefused(t *testing.T) {
 	t.Run("beyond the declared length", func(t *testing.T) {
 		// libvirtd writes at most the length the call declared, then fails
 		// the stream with ENOSPC.
-		st, err := libvirtd.OpenStream(testCtx(t, 30*time.Second), c, libvirtd.ProcStorageVolUpload, libvirtd.Upload, false,
+		st, err := libvirtd.OpenStream(testCtx(t, 30*time.Second), c, libvirtd.ProcStorageVolUpload, stream.Upload, false,
 			&libvirtd.StorageVolTransferArgs{Vol: v, Length: mib}, nil)
 		require.NoError(t, err)
 		f, err := os.Open(src)
@@ -875,7 +871,7 @@ func TestUploadRefused(t *testing.T) {
 		f2, err := os.Open(src)
 		require.NoError(t, err)
 		defer f2.Close()
-		st, err = libvirtd.OpenStream(testCtx(t, 30*time.Second), c, libvirtd.ProcStorageVolUpload, libvirtd.Upload, false,
+		st, err = libvirtd.OpenStream(testCtx(t, 30*time.Second), c, libvirtd.ProcStorageVolUpload, stream.Upload, false,
 			&libvirtd.StorageVolTransferArgs{Vol: v, Length: mib}, nil)
 		require.NoError(t, err)
 		_, err = st.ReadFrom(io.LimitReader(f2, mib))
@@ -887,7 +883,7 @@ func TestUploadRefused(t *testing.T) {
 	})
 
 	t.Run("missing volume", func(t *testing.T) {
-		_, err := libvirtd.OpenStream(testCtx(t, 30*time.Second), c, libvirtd.ProcStorageVolUpload, libvirtd.Upload, false,
+		_, err := libvirtd.OpenStream(testCtx(t, 30*time.Second), c, libvirtd.ProcStorageVolUpload, stream.Upload, false,
 			&libvirtd.StorageVolTransferArgs{Vol: libvirtd.StorageVol{Pool: p.ref.Name, Name: "missing", Key: filepath.Join(p.dir, "missing")}}, nil)
 		var re *rpc.Error
 		require.ErrorAs(t, err, &re)
@@ -978,7 +974,7 @@ func TestCallsDuringTransfer(t *testing.T) {
 	start = time.Now()
 	h := sha256.New()
 	check("download", measure(func() {
-		st, err := libvirtd.OpenStream(testCtx(t, 30*time.Second), c, libvirtd.ProcStorageVolDownload, libvirtd.Download, false,
+		st, err := libvirtd.OpenStream(testCtx(t, 30*time.Second), c, libvirtd.ProcStorageVolDownload, stream.Download, false,
 			&libvirtd.StorageVolTransferArgs{Vol: v}, nil)
 		require.NoError(t, err)
 		_, err = st.WriteTo(h)
