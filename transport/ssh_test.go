@@ -22,6 +22,7 @@ import (
 
 	"github.com/virtrpc/virtrpc/internal/sshd"
 	"github.com/virtrpc/virtrpc/rpc"
+	"github.com/virtrpc/virtrpc/stream"
 	"github.com/virtrpc/virtrpc/transport"
 )
 
@@ -36,7 +37,7 @@ func streamServer(t *testing.T, ln net.Listener) {
 	mux := rpc.NewMux()
 	mux.Handle(echoProc, func(ctx context.Context, req *rpc.Request) ([]byte, error) { return req.Payload, nil })
 	mux.Handle(uploadProc, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
-		st, err := req.Stream(nil)
+		st, err := req.Stream(stream.Upload, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -80,7 +81,7 @@ func uploadOver(t *testing.T, c *rpc.Conn, size int64) float64 {
 	require.NoError(t, err)
 	ctx := testCtx(t)
 	start := time.Now()
-	st, _, err := c.OpenStream(ctx, uploadProc, h.Sum(nil), nil)
+	st, _, err := c.OpenStream(ctx, uploadProc, h.Sum(nil), stream.Upload, nil)
 	require.NoError(t, err)
 	n, err := io.Copy(st, src())
 	require.NoError(t, err)
