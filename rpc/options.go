@@ -183,6 +183,7 @@ func resolve(o *Options) config {
 	def(&c.CompatStreamBuffer, 4<<20)
 	def(&c.MaxUnauthMessage, 512<<10)
 	def(&c.ConnectionMemory, 128<<20)
+	c.ConnectionMemory = max(c.ConnectionMemory, 128<<10) // room for a small call and the error headroom
 	def(&c.ServerMemory, 1<<30)
 	def(&c.MaxConnections, 5000)
 	def(&c.MaxUnauthenticated, 20)
