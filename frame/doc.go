@@ -123,6 +123,16 @@
 //     consumes. Sending past the credit is a protocol error that closes the
 //     connection.
 //
+// # Authentication
+//
+// Both modes authenticate with libvirt's own procedures of the remote
+// program (0x20008086 v1): AUTH_LIST 66, AUTH_SASL_INIT 67, AUTH_SASL_START
+// 68, AUTH_SASL_STEP 69, whose SASL data are XDR char arrays (four wire
+// bytes per byte) with an int nil that tells "no data" from empty data.
+// In native mode they run after HELLO, on the same procedures: the control
+// program has no authentication of its own. Package
+// [github.com/virtrpc/virtrpc/transport/sasl] speaks them.
+//
 // Features: "flow-control" (credit as above), "large-frames" (stream data
 // payloads up to Hello.MaxStreamPayload instead of 262120 bytes) and "bidi"
 // (either side may send calls and MESSAGE frames).

@@ -2,6 +2,7 @@ package rpc_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"io"
 	"net"
@@ -159,4 +160,33 @@ func TestShutdownDrainsCallsInFlight(t *testing.T) {
 	}
 	closedWithin(t, c.Done(), "the client's connection")
 	assert.ErrorIs(t, c.Err(), rpc.ErrPeerClosed)
+}
+
+// Shutdown waits for an open stream to end before it closes: an upload
+// started before it completes, verified by the receiver.
+func TestShutdownWaitsForOpenStreams(t *testing.T) {
+	data := make([]byte, 4<<20)
+	_, _ = (&pattern{}).Read(data)
+	sum := sha256.Sum256(data)
+	c, _ := pair(t, nil, &rpc.Options{Handlers: streamMux(t)})
+	st, _, err := c.OpenStream(context.Background(), verifyUploadProc, sum[:], nil)
+	require.NoError(t, err)
+	shut := make(chan error, 1)
+	go func() { shut <- c.Shutdown(context.Background()) }()
+	_, err = st.Write(data[:1<<20])
+	require.NoError(t, err)
+	select {
+	case err := <-shut:
+		t.Fatalf("Shutdown returned %v with a stream open", err)
+	case <-time.After(50 * time.Millisecond): // a chance to return too early, not a timing assertion
+	}
+	_, err = st.Write(data[1<<20:])
+	require.NoError(t, err)
+	require.NoError(t, st.Close(), "the receiver got it all")
+	select {
+	case err := <-shut:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("Shutdown did not return once the stream ended")
+	}
 }

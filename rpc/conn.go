@@ -18,8 +18,9 @@ import (
 
 // Conn is one virtrpc connection: either side calls, either side serves,
 // and any number of streams share it. Create it with Client on the dialing
-// side and Server on the accepting side. All methods are safe for concurrent
-// use.
+// side and Accept or Server on the accepting side (Serve does it for a
+// listener); end it with Close, or Shutdown to drain first. All methods are
+// safe for concurrent use.
 type Conn struct {
 	nc       net.Conn
 	cfg      config
@@ -28,6 +29,7 @@ type Conn struct {
 
 	mode       atomic.Int32
 	authed     atomic.Bool
+	identity   atomic.Pointer[any]         // set by AuthenticateAs
 	peer       atomic.Pointer[frame.Hello] // native: what the peer announced
 	rttNanos   atomic.Int64
 	lastRecv   atomic.Int64 // unix nanos of the last message received
@@ -88,7 +90,9 @@ func Client(ctx context.Context, nc net.Conn, opts *Options) (*Conn, error) {
 
 // Server starts a connection on the accepting side of nc. It runs in compat
 // mode until the peer's first call is a HELLO. It does not block: Negotiated
-// tells when the mode is settled, and Accept waits for it.
+// tells when the mode is settled, and Accept waits for it. A *tls.Conn
+// whose handshake has not run handshakes on the read loop, bounded only by
+// keepalive; Accept and Serve bound it.
 func Server(nc net.Conn, opts *Options) *Conn {
 	return newConn(nc, opts, true)
 }
@@ -205,6 +209,23 @@ func (c *Conn) NetConn() net.Conn { return c.nc }
 func (c *Conn) Authenticate() {
 	c.authed.Store(true)
 	c.adm.authenticated() // Serve's MaxUnauthenticated place is free
+}
+
+// AuthenticateAs records who the peer is (for example a
+// *sasl.Identity), then opens the auth gate as Authenticate does. Handlers
+// read it back with Identity. The identity is recorded before the gate
+// opens, so no handler past the gate sees it unset.
+func (c *Conn) AuthenticateAs(identity any) {
+	c.identity.Store(&identity)
+	c.Authenticate()
+}
+
+// Identity returns what AuthenticateAs recorded, or nil.
+func (c *Conn) Identity() any {
+	if p := c.identity.Load(); p != nil {
+		return *p
+	}
+	return nil
 }
 
 // Authenticated reports whether the auth gate is open.

@@ -1,0 +1,214 @@
+package migrate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/virtrpc/virtrpc/rpc"
+	"github.com/virtrpc/virtrpc/stream"
+)
+
+// Incoming is one migration arriving at a Receiver. Its exported fields
+// are what the source announced in Prepare; do not modify them.
+type Incoming struct {
+	ID      string
+	Cookie  []byte // the source's, from its Begin
+	Streams []StreamInfo
+
+	r      *Receiver
+	conn   *rpc.Conn
+	meter  *meter
+	ctx    context.Context // ends when the migration fails
+	cancel context.CancelCauseFunc
+
+	prepared  chan prepareResult // run → PREPARE
+	finishReq chan finishReq     // FINISH → run
+	outcomes  chan outcome       // CONFIRM and ABORT → run
+	allEnded  chan struct{}      // closed when every stream has ended
+	done      chan struct{}      // closed when the migration is over here
+	streamsWG sync.WaitGroup
+
+	mu      sync.Mutex
+	err     *Error      // the first failure
+	sinks   []io.Writer // per stream, set once Prepare returned
+	opened  []bool
+	streams []*stream.Stream
+	ended   int
+}
+
+type (
+	prepareResult struct {
+		cookie []byte
+		err    *Error
+	}
+	finishReq struct {
+		sent  []int64
+		reply chan finishResult
+	}
+	finishResult struct {
+		cookie []byte
+		err    *Error
+	}
+	outcome struct {
+		err   *Error
+		abort bool
+	}
+)
+
+func (in *Incoming) init() {
+	in.meter = newMeter(in.Streams, nil)
+	in.ctx, in.cancel = context.WithCancelCause(context.Background())
+	in.prepared = make(chan prepareResult, 1)
+	in.finishReq = make(chan finishReq)
+	in.outcomes = make(chan outcome, 1)
+	in.allEnded = make(chan struct{})
+	in.done = make(chan struct{})
+	in.opened = make([]bool, len(in.Streams))
+	in.streams = make([]*stream.Stream, len(in.Streams))
+}
+
+// Progress returns a snapshot of the data received.
+func (in *Incoming) Progress() Progress {
+	if in.meter == nil {
+		return Progress{}
+	}
+	return in.meter.snapshot()
+}
+
+// Phase returns the phase the migration is in on this host.
+func (in *Incoming) Phase() Phase {
+	if in.meter == nil {
+		return Begin
+	}
+	return Phase(in.meter.phase.Load())
+}
+
+func (in *Incoming) setPhase(p Phase) { in.meter.setPhase(p) }
+
+// Done is closed when the migration is over on this host.
+func (in *Incoming) Done() <-chan struct{} { return in.done }
+
+// Err returns the migration's first failure (an *Error), or nil.
+func (in *Incoming) Err() error {
+	if e := in.failure(); e != nil {
+		return e
+	}
+	return nil
+}
+
+func (in *Incoming) failure() *Error {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.err
+}
+
+func (in *Incoming) failureOr(p Phase) *Error {
+	if e := in.failure(); e != nil {
+		return e
+	}
+	return &Error{Phase: p, Side: Destination, Err: errors.New("the migration is over")}
+}
+
+// fail records the first failure and aborts the streams; run then cleans
+// up. It returns the failure that stands.
+func (in *Incoming) fail(e *Error) *Error {
+	in.mu.Lock()
+	if in.err != nil {
+		e = in.err
+		in.mu.Unlock()
+		return e
+	}
+	in.err = e
+	streams := append([]*stream.Stream(nil), in.streams...)
+	in.mu.Unlock()
+	in.cancel(e)
+	for _, st := range streams {
+		if st != nil {
+			_ = st.CloseWithError(e.wire())
+		}
+	}
+	return e
+}
+
+// watchConn fails the migration when the source's connection closes.
+func (in *Incoming) watchConn() {
+	select {
+	case <-in.conn.Done():
+		in.fail(&Error{Phase: in.Phase(), Side: Destination, Err: fmt.Errorf("connection to the source lost: %w", in.conn.Err())})
+	case <-in.done:
+	}
+}
+
+// openStream takes the stream of TUNNEL call i and starts feeding its sink.
+func (in *Incoming) openStream(req *rpc.Request, i uint32) *Error {
+	in.mu.Lock()
+	switch {
+	case in.err != nil:
+		in.mu.Unlock()
+		return in.err
+	case in.sinks == nil:
+		in.mu.Unlock()
+		return &Error{Phase: Prepare, Side: Destination, Err: errors.New("stream opened before Prepare returned")}
+	case int(i) >= len(in.Streams) || in.opened[i]:
+		in.mu.Unlock()
+		return &Error{Phase: Prepare, Side: Destination, Err: fmt.Errorf("stream %d: no such stream, or opened twice", i)}
+	}
+	in.opened[i] = true
+	in.mu.Unlock()
+
+	info := in.Streams[i]
+	st, err := acceptTunnel(req, info.Sparse)
+	if err != nil {
+		return in.fail(&Error{Phase: Prepare, Side: Destination, Err: fmt.Errorf("stream %s: %w", info.Name, err)})
+	}
+	in.mu.Lock()
+	if e := in.err; e != nil {
+		in.mu.Unlock()
+		_ = st.CloseWithError(e.wire())
+		return e
+	}
+	in.streams[i] = st
+	sink := in.sinks[i]
+	in.streamsWG.Add(1)
+	in.mu.Unlock()
+	in.r.wg.Go(func() {
+		defer in.streamsWG.Done()
+		in.receive(st, int(i), sink)
+	})
+	return nil
+}
+
+// receive writes stream i to its sink until the source finishes.
+func (in *Incoming) receive(st *stream.Stream, i int, sink io.Writer) {
+	info := in.Streams[i]
+	_, err := st.WriteTo(sinkWriter(sink, info.Sparse, &in.meter.counts[i]))
+	// After the end of the data Close acknowledges it; after an abort it
+	// lets go of the stream.
+	if cerr := st.Close(); err == nil {
+		err = cerr
+	}
+	in.meter.done[i].Store(true)
+	if err != nil {
+		in.fail(classify(Perform, Destination, fmt.Errorf("stream %s: %w", info.Name, err)))
+	}
+	in.mu.Lock()
+	in.ended++
+	if in.ended == len(in.Streams) {
+		close(in.allEnded)
+	}
+	in.mu.Unlock()
+}
+
+// outcome hands the source's CONFIRM or ABORT to run.
+func (in *Incoming) outcome(e *Error, abort bool) {
+	select { // first, so that run finds it once fail has ended its ctx
+	case in.outcomes <- outcome{err: e, abort: abort}:
+	default:
+	}
+	if e != nil && abort {
+		in.fail(e) // the streams stop at once
+	}
+}

@@ -1,0 +1,89 @@
+package migrate
+
+import (
+	"context"
+	"sync"
+	"time"
+)
+
+// bucket is a token bucket shared by all streams of a migration: the
+// source's pumps take tokens for every byte they read, so the migration as a
+// whole moves at most rate bytes per second. Tokens may go negative (a read
+// larger than the bucket is taken whole); the reader then waits until the
+// debt is refilled. A new rate applies at once, to the debt too.
+type bucket struct {
+	mu      sync.Mutex
+	rate    int64 // bytes per second; 0 is unlimited
+	tokens  float64
+	last    time.Time
+	changed chan struct{} // closed and replaced when the rate changes
+}
+
+// burstTime is how much traffic the bucket holds: 50 ms at the rate.
+const burstTime = 50 * time.Millisecond
+
+func newBucket(rate int64) *bucket {
+	return &bucket{rate: max(rate, 0), last: time.Now(), changed: make(chan struct{})}
+}
+
+// Limit returns the rate in force.
+func (b *bucket) Limit() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.rate
+}
+
+// setLimit changes the rate; waiters recompute their wait at once.
+func (b *bucket) setLimit(rate int64) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.refillLocked(time.Now())
+	b.rate = max(rate, 0)
+	if b.rate == 0 {
+		b.tokens = 0
+	}
+	close(b.changed)
+	b.changed = make(chan struct{})
+}
+
+func (b *bucket) refillLocked(now time.Time) {
+	if b.rate > 0 {
+		b.tokens += now.Sub(b.last).Seconds() * float64(b.rate)
+		if burst := float64(b.rate) * burstTime.Seconds(); b.tokens > burst {
+			b.tokens = burst
+		}
+	}
+	b.last = now
+}
+
+// take takes n tokens and waits until the bucket is out of debt, or ctx
+// ends.
+func (b *bucket) take(ctx context.Context, n int) error {
+	b.mu.Lock()
+	b.refillLocked(time.Now())
+	if b.rate == 0 {
+		b.mu.Unlock()
+		return nil
+	}
+	b.tokens -= float64(n)
+	for {
+		if b.rate == 0 || b.tokens >= 0 {
+			b.mu.Unlock()
+			return nil
+		}
+		wait := time.Duration(-b.tokens / float64(b.rate) * float64(time.Second))
+		changed := b.changed
+		b.mu.Unlock()
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return context.Cause(ctx)
+		case <-changed:
+		case <-t.C:
+		}
+		t.Stop()
+		b.mu.Lock()
+		b.refillLocked(time.Now())
+	}
+}

@@ -1,0 +1,130 @@
+package migrate_test
+
+import (
+	"context"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/virtrpc/virtrpc/rpc/migrate"
+)
+
+// zeros is an endless source of zero bytes, cut to size by io.LimitReader.
+type zeros struct{}
+
+func (zeros) Read(p []byte) (int, error) {
+	clear(p)
+	return len(p), nil
+}
+
+// sampler records the progress reports of a migration.
+type sampler struct {
+	mu      sync.Mutex
+	samples []migrate.Progress
+	hook    func(p migrate.Progress) // runs on every report
+}
+
+func (s *sampler) onProgress(p migrate.Progress) {
+	s.mu.Lock()
+	s.samples = append(s.samples, p)
+	hook := s.hook
+	s.mu.Unlock()
+	if hook != nil {
+		hook(p)
+	}
+}
+
+// rate is the bytes per second between the last samples at or before from
+// and at or after to, by the helper's own clock (Progress.Elapsed).
+func (s *sampler) rate(t *testing.T, from, to time.Duration) float64 {
+	t.Helper()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	a := &migrate.Progress{} // the start: nothing moved at 0
+	var b *migrate.Progress
+	for i := range s.samples {
+		p := &s.samples[i]
+		if p.Elapsed <= from {
+			a = p
+		}
+		if p.Elapsed >= to && b == nil {
+			b = p
+		}
+	}
+	require.NotNil(t, a, "no sample before %v", from)
+	require.NotNil(t, b, "no sample after %v", to)
+	return float64(b.Total.Bytes-a.Total.Bytes) / (b.Elapsed - a.Elapsed).Seconds()
+}
+
+// limitedRun migrates size zero bytes in two streams under limit and
+// returns the samples and the final progress.
+func limitedRun(t *testing.T, size int64, limit int64, hook func(*migrate.Outgoing, migrate.Progress)) (*sampler, migrate.Progress) {
+	t.Helper()
+	half := size / 2
+	src := &srcDriver{
+		plan: migrate.Plan{Streams: []migrate.StreamInfo{{Name: "main", Size: half}, {Name: "multifd-1", Size: size - half}}},
+		perform: func(context.Context, []byte) ([]io.Reader, error) {
+			return []io.Reader{io.LimitReader(zeros{}, half), io.LimitReader(zeros{}, size-half)}, nil
+		},
+	}
+	dst := &dstDriver{sinks: func(*migrate.Incoming) []io.Writer { return []io.Writer{io.Discard, io.Discard} }}
+	l := newLink(t, dst, nil, false)
+	s := &sampler{}
+	out := migrate.NewOutgoing(l.src, src, &migrate.OutgoingOptions{
+		Limit: limit, OnProgress: s.onProgress, ProgressInterval: 100 * time.Millisecond})
+	if hook != nil {
+		s.hook = func(p migrate.Progress) { hook(out, p) }
+	}
+	require.NoError(t, out.Run(context.Background()))
+	return s, out.Progress()
+}
+
+func within(t *testing.T, got, want, tolerance float64, what string) {
+	t.Helper()
+	t.Logf("%s: %.2f MB/s (limit %.0f MB/s)", what, got/1e6, want/1e6)
+	assert.InEpsilon(t, want, got, tolerance, "%s: %.1f MB/s, want %.1f MB/s ±%.0f%%", what, got/1e6, want/1e6, tolerance*100)
+}
+
+// A 50 MB/s limit holds within 10% over a 256 MiB transfer, and in every
+// second of it, by the helper's own clock.
+func TestLimitHolds(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 5 s transfer")
+	}
+	const limit = 50e6
+	s, p := limitedRun(t, 256<<20, limit, nil)
+	require.Equal(t, int64(256<<20), p.Total.Bytes)
+	within(t, float64(p.Total.Bytes)/p.Elapsed.Seconds(), limit, 0.10, "whole transfer")
+	for from := time.Duration(0); from+time.Second < p.Elapsed-200*time.Millisecond; from += time.Second {
+		within(t, s.rate(t, from, from+time.Second), limit, 0.10, "second from "+from.String())
+	}
+	assert.Equal(t, int64(limit), p.Limit)
+}
+
+// A limit changed mid-transfer takes effect within a second: down from
+// 60 MB/s to 20 MB/s once a second has passed, by the helper's clock.
+func TestLimitChangedMidTransfer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 5 s transfer")
+	}
+	const before, after = 60e6, 20e6
+	var once sync.Once
+	var changedAt time.Duration
+	s, p := limitedRun(t, 128<<20, before, func(o *migrate.Outgoing, p migrate.Progress) {
+		if p.Elapsed >= time.Second {
+			once.Do(func() {
+				o.SetLimit(after)
+				changedAt = o.Progress().Elapsed
+			})
+		}
+	})
+	require.NotZero(t, changedAt, "the limit was never changed")
+	within(t, s.rate(t, 0, changedAt-100*time.Millisecond), before, 0.10, "before the change")
+	within(t, s.rate(t, changedAt+time.Second, changedAt+2*time.Second), after, 0.10, "the second after the first second after the change")
+	within(t, s.rate(t, changedAt+time.Second, p.Elapsed-100*time.Millisecond), after, 0.10, "from a second after the change to the end")
+	assert.Equal(t, int64(after), p.Limit)
+}

@@ -1,0 +1,95 @@
+package migrate
+
+import (
+	"context"
+	"io"
+	"sync/atomic"
+)
+
+// meteredReader is what a source stream's pump reads: it counts the bytes
+// and takes them from the bandwidth bucket before handing them on.
+type meteredReader struct {
+	ctx   context.Context
+	r     io.Reader
+	n     *atomic.Int64
+	limit *bucket
+}
+
+func (m *meteredReader) Read(p []byte) (int, error) {
+	n, err := m.r.Read(p)
+	if n > 0 {
+		if werr := m.limit.take(m.ctx, n); werr != nil {
+			return 0, werr
+		}
+		m.n.Add(int64(n))
+	}
+	return n, err
+}
+
+// meteredSeeker also passes Seek through, so that the stream finds the
+// holes of a sparse file (SEEK_DATA and SEEK_HOLE) and sends them as holes.
+type meteredSeeker struct {
+	meteredReader
+	s io.Seeker
+}
+
+func (m *meteredSeeker) Seek(off int64, whence int) (int64, error) { return m.s.Seek(off, whence) }
+
+func pumpReader(ctx context.Context, r io.Reader, sparse bool, n *atomic.Int64, limit *bucket) io.Reader {
+	mr := meteredReader{ctx: ctx, r: r, n: n, limit: limit}
+	if s, ok := r.(io.Seeker); ok && sparse {
+		return &meteredSeeker{mr, s}
+	}
+	return &mr
+}
+
+// meteredWriter is what a destination stream writes to: it counts the bytes
+// and reports the writer's failure as the destination's, in Perform.
+type meteredWriter struct {
+	w io.Writer
+	n *atomic.Int64
+}
+
+func (m *meteredWriter) Write(p []byte) (int, error) {
+	n, err := m.w.Write(p)
+	m.n.Add(int64(n))
+	if err != nil {
+		// The stream aborts with this error: the source sees the
+		// destination's failure in Perform, with its reason.
+		return n, (&Error{Phase: Perform, Side: Destination, Err: err}).wire()
+	}
+	return n, nil
+}
+
+// A sparse stream skips holes in a writer that can seek, and extends it
+// with Truncate over a trailing hole when it can.
+type (
+	meteredSeekWriter struct {
+		meteredWriter
+		s io.Seeker
+	}
+	meteredTruncWriter struct {
+		meteredSeekWriter
+		t truncater
+	}
+	truncater interface{ Truncate(size int64) error }
+)
+
+func (m *meteredSeekWriter) Seek(off int64, whence int) (int64, error) {
+	return m.s.Seek(off, whence)
+}
+
+func (m *meteredTruncWriter) Truncate(size int64) error { return m.t.Truncate(size) }
+
+func sinkWriter(w io.Writer, sparse bool, n *atomic.Int64) io.Writer {
+	mw := meteredWriter{w: w, n: n}
+	s, ok := w.(io.Seeker)
+	if !sparse || !ok {
+		return &mw
+	}
+	sw := meteredSeekWriter{mw, s}
+	if t, ok := w.(truncater); ok {
+		return &meteredTruncWriter{sw, t}
+	}
+	return &sw
+}
