@@ -47,7 +47,7 @@ func (s *serverBudget) give(n int64) { s.used.Add(-n) }
 // memBudget is what one connection may hold of buffers its peer can fill:
 // message bodies being read, call payloads while their handler runs,
 // replies and messages waiting for the writer, messages waiting for their
-// handler. (Stream buffers have their own bound, stream.Budget and the
+// handler. (Stream buffers have their own bound, streamcore.Budget and the
 // per-stream limits; a stream can be made to charge this budget too through
 // take and give.)
 //

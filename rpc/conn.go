@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/virtrpc/virtrpc/frame"
-	"github.com/virtrpc/virtrpc/stream"
+	"github.com/virtrpc/virtrpc/internal/streamcore"
 )
 
 // Conn is one virtrpc connection: either side calls, either side serves,
@@ -40,7 +40,7 @@ type Conn struct {
 	sched      scheduler
 	callSem    atomic.Pointer[chan struct{}] // native: the peer's MaxCalls
 	serving    atomic.Int32
-	budget     *stream.Budget
+	budget     *streamcore.Budget
 	mem        *memBudget // what the peer can make us hold (budget.go)
 	adm        *admission // its place in Serve's limits; nil outside Serve
 	bdp        bdpEstimator
@@ -52,7 +52,8 @@ type Conn struct {
 	mu         sync.Mutex
 	nextSerial uint32
 	pending    map[uint32]*pendingCall
-	streams    map[uint32]*stream.Stream
+	streams    map[uint32]*streamcore.Stream
+	served     map[uint32]bool // calls being served: did stream frames come before their stream? (see streams.go)
 
 	negotiated chan struct{} // closed once the mode is settled
 	negOnce    sync.Once
@@ -157,13 +158,14 @@ func newConnIn(nc net.Conn, opts *Options, isServer bool, adm *admission) *Conn 
 		cfg:      resolve(opts),
 		isServer: isServer,
 		pending:  make(map[uint32]*pendingCall),
-		streams:  make(map[uint32]*stream.Stream),
+		streams:  make(map[uint32]*streamcore.Stream),
+		served:   make(map[uint32]bool),
 		done:     make(chan struct{}),
 
 		negotiated: make(chan struct{}),
 	}
 	c.enc = frame.Encoder{Max: c.cfg.MaxMessage}
-	c.budget = stream.NewBudget(int64(c.cfg.ConnectionWindow))
+	c.budget = streamcore.NewBudget(int64(c.cfg.ConnectionWindow))
 	c.adm = adm
 	var server *serverBudget
 	if adm != nil {
@@ -245,7 +247,7 @@ func (c *Conn) Err() error {
 }
 
 // readLoop reads every message and routes it; it never waits for user code
-// (except a compat-mode stream's consumer, see stream.HandleFrame).
+// (except a compat-mode stream's consumer, see streamcore.Stream.HandleFrame).
 func (c *Conn) readLoop(fr *frame.Reader) {
 	defer c.loops.Done()
 	for {
@@ -314,7 +316,8 @@ func (c *Conn) route(h frame.Header, fr *frame.Reader) error {
 		s := c.streams[h.Serial]
 		c.mu.Unlock()
 		if s == nil || !sameCall(s.Header(), h) {
-			return fr.Discard() // late frame for a finished stream
+			c.noteEarly(h.Serial) // before its handler opened the stream, or late for a finished one
+			return fr.Discard()
 		}
 		if h.Type == frame.TypeStream && h.Status == frame.StatusContinue {
 			n := int64(fr.Remaining())

@@ -7,7 +7,7 @@ import (
 	"sync"
 
 	"github.com/virtrpc/virtrpc/frame"
-	"github.com/virtrpc/virtrpc/stream"
+	"github.com/virtrpc/virtrpc/internal/streamcore"
 )
 
 // Handler serves one call. It returns the reply's XDR payload, or an error
@@ -83,7 +83,7 @@ type Request struct {
 	conn    *Conn
 	charged int64 // Payload's bytes in the connection's memory budget
 	mu      sync.Mutex
-	st      *stream.Stream
+	st      *streamcore.Stream
 	replied bool
 	unslot  sync.Once // frees the call's MaxConcurrentCalls slot
 }
@@ -168,6 +168,7 @@ func (c *Conn) handleCall(h frame.Header, fr *frame.Reader) error {
 	}
 	req := &Request{Header: h, Payload: payload, conn: c, charged: charged}
 	dispatched = true
+	c.servingCall(h.Serial)
 	c.user.Add(1)
 	c.running.Add(1)
 	go c.serve(handler, req)
@@ -226,12 +227,13 @@ func (r *Request) Reply(payload []byte) error {
 	r.replied = true
 	st := r.st
 	r.mu.Unlock()
+	r.conn.servedCall(r.Header.Serial)
 	err := r.conn.reply(r.Header, payload, true, r.freeSlot)
 	r.freeSlot() // if it failed
 	if st != nil {
 		if err != nil {
 			st.Fail(err)
-			r.conn.Release(st)
+			r.conn.releaseStream(st)
 		} else {
 			st.Unhold()
 		}
@@ -244,6 +246,7 @@ func (r *Request) finish(out []byte, err error) {
 	replied, st := r.replied, r.st
 	r.replied = true
 	r.mu.Unlock()
+	r.conn.servedCall(r.Header.Serial)
 	if replied {
 		if err != nil && st != nil {
 			_ = st.CloseWithError(err)
@@ -253,14 +256,14 @@ func (r *Request) finish(out []byte, err error) {
 	if err != nil {
 		if st != nil {
 			st.Fail(err)
-			r.conn.Release(st)
+			r.conn.releaseStream(st)
 		}
 		_ = r.conn.replyErrorThen(r.Header, toRemote(err), true, r.freeSlot)
 		return
 	}
 	if rerr := r.conn.reply(r.Header, out, true, r.freeSlot); rerr != nil && st != nil {
 		st.Fail(rerr)
-		r.conn.Release(st)
+		r.conn.releaseStream(st)
 		return
 	}
 	if st != nil {

@@ -97,6 +97,11 @@ type Options struct {
 	// MaxMessage bounds a received message (header plus payload).
 	// Default 32 MiB, libvirt's limit.
 	MaxMessage int
+	// MaxStreams bounds the streams open at once on the connection, in
+	// both directions together: OpenStream beyond it fails with
+	// ErrTooManyStreams, and so does a handler's Request.Stream (the peer's
+	// call is then refused). Default 1024.
+	MaxStreams int
 	// MaxUnauthMessage bounds a received message while the auth gate
 	// (Auth) is closed: an anonymous peer cannot make us read a large body.
 	// Default 512 KiB, room for libvirt's largest SASL step (64 KiB of XDR
@@ -181,6 +186,7 @@ func resolve(o *Options) config {
 	def(&c.ChunkSize, frame.AlignedStreamPayload)
 	def(&c.MaxMessage, frame.MaxMessage)
 	def(&c.CompatStreamBuffer, 4<<20)
+	def(&c.MaxStreams, 1024)
 	def(&c.MaxUnauthMessage, 512<<10)
 	def(&c.ConnectionMemory, 128<<20)
 	c.ConnectionMemory = max(c.ConnectionMemory, 128<<10) // room for a small call and the error headroom

@@ -6,7 +6,7 @@ import (
 	"sync"
 
 	"github.com/virtrpc/virtrpc/frame"
-	"github.com/virtrpc/virtrpc/stream"
+	"github.com/virtrpc/virtrpc/internal/streamcore"
 )
 
 // maxCallQueue bounds the bytes of calls, replies and messages waiting for
@@ -42,7 +42,7 @@ type scheduler struct {
 	pongQueued bool      // ctrl holds a PONG; one answers any number of pings
 	calls      [][]byte
 	callBytes  int
-	ready      []*stream.Stream
+	ready      []*streamcore.Stream
 	closing    bool
 	wake       chan struct{}
 	// writing is the write token: whoever holds it owns the socket and
@@ -121,7 +121,7 @@ func (s *scheduler) flushOrKick(direct bool) {
 // the writer goroutine if work is left, or if the connection is closing: the
 // writer may be waiting for the token to go, and it must then end (after a
 // failed write the connection is always closing).
-func (s *scheduler) release(batch []byte, requeue *stream.Stream) {
+func (s *scheduler) release(batch []byte, requeue *streamcore.Stream) {
 	s.mu.Lock()
 	written := s.inflight
 	s.inflight = 0
@@ -225,7 +225,7 @@ func (s *scheduler) appendLocked(msg []byte, direct bool, then func()) error {
 // then costs no goroutine hand-off, as with a plain TLS connection, and the
 // other core stays free for the read loops. Otherwise the stream joins the
 // round-robin served by the writer goroutine.
-func (s *scheduler) schedule(st *stream.Stream) {
+func (s *scheduler) schedule(st *streamcore.Stream) {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -241,7 +241,7 @@ func (s *scheduler) schedule(st *stream.Stream) {
 	batch, frames := s.collectLocked(s.batch[:0])
 	s.mu.Unlock()
 
-	var requeue *stream.Stream
+	var requeue *streamcore.Stream
 	if frames == 0 || s.write(batch, frames) {
 		f, more := st.PopFrame()
 		if s.writeData(f) && more {
@@ -252,7 +252,7 @@ func (s *scheduler) schedule(st *stream.Stream) {
 }
 
 // writeData writes a popped stream frame and recycles its buffer.
-func (s *scheduler) writeData(f stream.Frame) bool {
+func (s *scheduler) writeData(f streamcore.Frame) bool {
 	msg := f.Bytes()
 	if len(msg) == 0 {
 		return true
@@ -313,7 +313,7 @@ func (s *scheduler) run() {
 		}
 		s.writing = true
 		batch, frames := s.collectLocked(s.batch[:0])
-		var st *stream.Stream
+		var st *streamcore.Stream
 		if len(batch) == 0 {
 			st = s.ready[0]
 			copy(s.ready, s.ready[1:])
@@ -322,7 +322,7 @@ func (s *scheduler) run() {
 		}
 		s.mu.Unlock()
 
-		var requeue *stream.Stream
+		var requeue *streamcore.Stream
 		ok := true
 		if st == nil {
 			ok = s.write(batch, frames)

@@ -102,7 +102,7 @@ func (d *destination) prepare(ctx context.Context, req *rpc.Request) ([]byte, er
 	if d.in != nil {
 		return nil, rpc.NewError(frame.CodeOperationFailed, "%s: a migration is already incoming", d.in.name)
 	}
-	st, err := req.Stream(nil)
+	st, err := req.Stream(stream.Upload, nil) // the source uploads
 	if err != nil {
 		return nil, err
 	}
@@ -212,7 +212,7 @@ func migrate(ctx context.Context, cfg config, conn *rpc.Conn, out, progressW io.
 	if err != nil {
 		return nil, err
 	}
-	st, reply, err := conn.OpenStream(ctx, procPrepare, args, nil)
+	st, reply, err := conn.OpenStream(ctx, procPrepare, args, stream.Upload, nil)
 	if err != nil {
 		return nil, fmt.Errorf("prepare: %w", err)
 	}

@@ -214,18 +214,19 @@ const (
 )
 
 // DirectionDeclared says whether OpenStream passes dir on to the stream API.
-// At f3498dc it cannot: a stream does not know it is the receiving side, so
-// closing a download early returns nil (issue 6, fixed by branch stream2).
-// Whoever makes OpenStream declare the direction sets this to true, which
-// turns TestDownloadClosedEarly's known-bug skip into a failure.
-const DirectionDeclared = false
+// At f3498dc it could not: a stream did not know it was the receiving side,
+// so closing a download early returned nil (issue 6). It does now.
+const DirectionDeclared = true
 
 // OpenStream calls proc with args (encoded by the xdr codec), opens the
 // stream of the call and decodes the reply into replyTo (nil for an empty
 // reply). It is the one place the interop tests open streams; dir is what the
 // stream API will declare.
 func OpenStream(ctx context.Context, c *rpc.Conn, proc int32, dir Direction, sparse bool, args, replyTo any) (*stream.Stream, error) {
-	_ = dir // today's OpenStream does not take a direction: see DirectionDeclared
+	sd := stream.Upload
+	if dir == Download {
+		sd = stream.Download
+	}
 	var b []byte
 	if args != nil {
 		var err error
@@ -233,7 +234,7 @@ func OpenStream(ctx context.Context, c *rpc.Conn, proc int32, dir Direction, spa
 			return nil, fmt.Errorf("encoding arguments of proc %d: %w", proc, err)
 		}
 	}
-	st, reply, err := c.OpenStream(ctx, Proc(proc), b, &stream.Options{Sparse: sparse})
+	st, reply, err := c.OpenStream(ctx, Proc(proc), b, sd, &stream.Options{Sparse: sparse})
 	if err != nil {
 		return nil, err
 	}
