@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/virtrpc/virtrpc/rpc"
+	"github.com/virtrpc/virtrpc/stream"
 )
 
 // The hostile-peer suite: each attack runs against a Serve with the limits
@@ -167,7 +168,7 @@ func (l *legit) start() {
 }
 
 func (l *legit) download(size int64, seed int) error {
-	st, _, err := l.c.OpenStream(context.Background(), sendProc, sendArgs(size, seed), nil)
+	st, _, err := l.c.OpenStream(context.Background(), sendProc, sendArgs(size, seed), stream.Download, nil)
 	if err != nil {
 		return err
 	}
