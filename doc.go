@@ -13,9 +13,11 @@
 //     gate, and streams opened by calls. Two virtrpc peers negotiate native
 //     mode (per-stream flow control, larger frames, calls both ways); toward
 //     libvirt it runs libvirt's own protocol (compat mode).
-//   - [github.com/virtrpc/virtrpc/stream]: the data stream, an io.Writer /
-//     io.ReaderFrom on one side and an io.Reader / io.WriterTo on the other,
-//     with holes for sparse files and the receiver's verdict on Close.
+//   - [github.com/virtrpc/virtrpc/stream]: the data stream, with a direction
+//     declared when it is opened (upload, download or duplex): an io.Writer /
+//     io.ReaderFrom on the sending side and an io.Reader / io.WriterTo on the
+//     receiving side, with holes for sparse files, the receiver's verdict on
+//     Close, half-close, and a net.Conn view for tunnelling sockets.
 //   - [github.com/virtrpc/virtrpc/frame]: the wire format, a standalone
 //     framer and libvirt's error payload; [github.com/virtrpc/virtrpc/frame/xdr]
 //     the XDR codec.

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/virtrpc/virtrpc/rpc"
+	"github.com/virtrpc/virtrpc/stream"
 )
 
 var (
@@ -26,7 +27,7 @@ func Example() {
 	})
 	sums := make(chan string, 1)
 	mux.Handle(upload, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
-		st, err := req.Stream(nil)
+		st, err := req.Stream(stream.Upload, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -49,7 +50,7 @@ func Example() {
 	out, _ := c.Call(ctx, greet, []byte("world"))
 	fmt.Println(string(out), "in", c.Mode(), "mode")
 
-	st, _, _ := c.OpenStream(ctx, upload, nil, nil)
+	st, _, _ := c.OpenStream(ctx, upload, nil, stream.Upload, nil)
 	io.Copy(st, strings.NewReader(strings.Repeat("virtrpc ", 1<<20)))
 	fmt.Println("verdict:", st.Close())
 	fmt.Println(<-sums)

@@ -123,7 +123,39 @@
 //     consumes. Sending past the credit is a protocol error that closes the
 //     connection.
 //
+// # Authentication
+//
+// Both modes authenticate with libvirt's own procedures of the remote
+// program (0x20008086 v1): AUTH_LIST 66, AUTH_SASL_INIT 67, AUTH_SASL_START
+// 68, AUTH_SASL_STEP 69, whose SASL data are XDR char arrays (four wire
+// bytes per byte) with an int nil that tells "no data" from empty data.
+// In native mode they run after HELLO, on the same procedures: the control
+// program has no authentication of its own. Package
+// [github.com/virtrpc/virtrpc/transport/sasl] speaks them.
+//
 // Features: "flow-control" (credit as above), "large-frames" (stream data
 // payloads up to Hello.MaxStreamPayload instead of 262120 bytes) and "bidi"
 // (either side may send calls and MESSAGE frames).
+//
+// # Streams: directions, verdicts and abort codes
+//
+// Both sides declare a stream's direction when it is opened (upload,
+// download, duplex); it is not on the wire. Data, a hole or (in native
+// mode) a finish arriving toward a side that does not receive is a protocol
+// error that closes the connection. In native mode each direction of a
+// stream ends on its own: its sender's finish is STREAM/OK with an empty
+// payload, and its receiver answers STREAM/OK with an 8-byte verdict
+// ([PutVerdict]: the bytes it consumed) or STREAM/ERROR; a duplex stream
+// carries both exchanges, told apart by the payload length, each way with
+// its own credit. In compat mode libvirt's rules hold: the client's
+// STREAM/OK finishes the whole stream and the server answers it with
+// STREAM/OK; the server's end of data is an empty STREAM/CONTINUE.
+//
+// An abort is STREAM/ERROR with the error payload. Reasons virtrpc itself
+// defines use the error domain [DomainVirtrpc] (0x7672) with codes
+// [CodeStreamAbandoned] (1), [CodeReceiverClosed] (2), [CodePeerFinished]
+// (3), [CodeStreamIncomplete] (4) and [CodeEarlyStreamData] (5); the
+// receiving side maps them back to the matching sentinel errors. Any other
+// reason is sent as code 78 (operation aborted) in libvirt's stream domain
+// (54), or as the *Error the user gave.
 package frame

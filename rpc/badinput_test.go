@@ -56,6 +56,25 @@ func TestBadInputClosesOnlyThatConnection(t *testing.T) {
 			frame.PutHole(hole, 4096, 0)
 			return rawFrame(hdr(up, frame.TypeStreamHole, 1, frame.StatusContinue), hole)
 		}, "stream is not sparse"},
+		{"data toward a side that only sends (native)", func(p *rawPeer) []byte {
+			p.nc.Write(helloFrame(1 << 20))
+			p.expect(frame.TypeReply, frame.StatusOK, 0)
+			p.send(hdr(rpc.Procedure(sendProc), frame.TypeCall, 1, frame.StatusOK), sendArgs(64<<20, 1)) // a download
+			p.expect(frame.TypeReply, frame.StatusOK, 1)
+			return rawFrame(hdr(rpc.Procedure(sendProc), frame.TypeStream, 1, frame.StatusContinue), make([]byte, 4096))
+		}, "declared direction"},
+		{"a finish toward a side that only sends (native)", func(p *rawPeer) []byte {
+			p.nc.Write(helloFrame(1 << 20))
+			p.expect(frame.TypeReply, frame.StatusOK, 0)
+			p.send(hdr(rpc.Procedure(sendProc), frame.TypeCall, 1, frame.StatusOK), sendArgs(64<<20, 1))
+			p.expect(frame.TypeReply, frame.StatusOK, 1)
+			return rawFrame(hdr(rpc.Procedure(sendProc), frame.TypeStream, 1, frame.StatusOK), nil)
+		}, "declared direction"},
+		{"data toward a side that only sends (compat)", func(p *rawPeer) []byte {
+			p.send(hdr(rpc.Procedure(sendProc), frame.TypeCall, 1, frame.StatusOK), sendArgs(64<<20, 1))
+			p.expect(frame.TypeReply, frame.StatusOK, 1)
+			return rawFrame(hdr(rpc.Procedure(sendProc), frame.TypeStream, 1, frame.StatusContinue), make([]byte, 4096))
+		}, "declared direction"},
 		{"truncated frame", func(*rawPeer) []byte { return append(lenWord(100), make([]byte, 50)...) }, "unexpected EOF"},
 	}
 	for _, tc := range cases {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/virtrpc/virtrpc/internal/testcert"
 	"github.com/virtrpc/virtrpc/rpc"
+	"github.com/virtrpc/virtrpc/stream"
 	"github.com/virtrpc/virtrpc/transport"
 )
 
@@ -139,7 +140,7 @@ func streamCopy(b *testing.B, pki *testcert.PKI, size int64) (time.Duration, []t
 	mux.Handle(echoProc, func(ctx context.Context, req *rpc.Request) ([]byte, error) { return req.Payload, nil })
 	received := make(chan int64, 1)
 	mux.Handle(uploadProc, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
-		st, err := req.Stream(nil)
+		st, err := req.Stream(stream.Upload, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -163,7 +164,7 @@ func streamCopy(b *testing.B, pki *testcert.PKI, size int64) (time.Duration, []t
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
 	start := time.Now()
-	st, _, err := c.OpenStream(ctx, uploadProc, nil, nil)
+	st, _, err := c.OpenStream(ctx, uploadProc, nil, stream.Upload, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/virtrpc/virtrpc/rpc"
+	"github.com/virtrpc/virtrpc/stream"
 )
 
 var closeProc = rpc.Procedure{Prog: 0x1234, Vers: 1, Proc: 90}
@@ -58,7 +59,7 @@ func TestCloseFromInsideTheConnection(t *testing.T) {
 		}},
 		{"stream goroutine", func(mux *rpc.Mux, closed chan struct{}) func(c *rpc.Conn) {
 			mux.Handle(closeProc, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
-				st, err := req.Stream(nil)
+				st, err := req.Stream(stream.Download, nil)
 				if err != nil {
 					return nil, err
 				}
@@ -70,7 +71,7 @@ func TestCloseFromInsideTheConnection(t *testing.T) {
 				return nil, nil
 			})
 			return func(c *rpc.Conn) {
-				st, _, err := c.OpenStream(context.Background(), closeProc, nil, nil)
+				st, _, err := c.OpenStream(context.Background(), closeProc, nil, stream.Download, nil)
 				if err != nil { // the close dropped the queued reply
 					require.ErrorIs(t, err, net.ErrClosed)
 					return
@@ -169,7 +170,7 @@ func TestShutdownWaitsForOpenStreams(t *testing.T) {
 	_, _ = (&pattern{}).Read(data)
 	sum := sha256.Sum256(data)
 	c, _ := pair(t, nil, &rpc.Options{Handlers: streamMux(t)})
-	st, _, err := c.OpenStream(context.Background(), verifyUploadProc, sum[:], nil)
+	st, _, err := c.OpenStream(context.Background(), verifyUploadProc, sum[:], stream.Upload, nil)
 	require.NoError(t, err)
 	shut := make(chan error, 1)
 	go func() { shut <- c.Shutdown(context.Background()) }()

@@ -41,10 +41,10 @@ func compatClient(t *testing.T) (*rpc.Conn, *rawPeer) {
 	return c, newRawPeer(t, b)
 }
 
-func openAsync(c *rpc.Conn, p procedure, opts *stream.Options) <-chan *stream.Stream {
+func openAsync(c *rpc.Conn, p procedure, dir stream.Direction, opts *stream.Options) <-chan *stream.Stream {
 	ch := make(chan *stream.Stream, 1)
 	go func() {
-		st, _, err := c.OpenStream(context.Background(), rpc.Procedure(p), nil, opts)
+		st, _, err := c.OpenStream(context.Background(), rpc.Procedure(p), nil, dir, opts)
 		if err != nil {
 			st = nil
 		}
@@ -58,7 +58,7 @@ func TestCompatClientFollowsLibvirtStreamRules(t *testing.T) {
 
 	t.Run("download ends with empty CONTINUE, then OK and OK", func(t *testing.T) {
 		c, srv := compatClient(t)
-		stc := openAsync(c, volDownload, nil)
+		stc := openAsync(c, volDownload, stream.Download, nil)
 		srv.expect(frame.TypeCall, frame.StatusOK, 0)
 		srv.send(hdr(volDownload, frame.TypeReply, 0, frame.StatusOK), nil)
 		st := <-stc
@@ -80,7 +80,7 @@ func TestCompatClientFollowsLibvirtStreamRules(t *testing.T) {
 
 	t.Run("upload ends with the client's OK, answered by OK", func(t *testing.T) {
 		c, srv := compatClient(t)
-		stc := openAsync(c, volUpload, nil)
+		stc := openAsync(c, volUpload, stream.Upload, nil)
 		srv.expect(frame.TypeCall, frame.StatusOK, 0)
 		srv.send(hdr(volUpload, frame.TypeReply, 0, frame.StatusOK), nil)
 		st := <-stc
@@ -112,7 +112,7 @@ func TestCompatClientFollowsLibvirtStreamRules(t *testing.T) {
 
 	t.Run("server error after the end marker", func(t *testing.T) {
 		c, srv := compatClient(t)
-		stc := openAsync(c, volDownload, nil)
+		stc := openAsync(c, volDownload, stream.Download, nil)
 		srv.expect(frame.TypeCall, frame.StatusOK, 0)
 		srv.send(hdr(volDownload, frame.TypeReply, 0, frame.StatusOK), nil)
 		st := <-stc
@@ -131,7 +131,7 @@ func TestCompatClientFollowsLibvirtStreamRules(t *testing.T) {
 
 	t.Run("client abort is ERROR with an empty payload", func(t *testing.T) {
 		c, srv := compatClient(t)
-		stc := openAsync(c, volUpload, nil)
+		stc := openAsync(c, volUpload, stream.Upload, nil)
 		srv.expect(frame.TypeCall, frame.StatusOK, 0)
 		srv.send(hdr(volUpload, frame.TypeReply, 0, frame.StatusOK), nil)
 		st := <-stc
@@ -158,7 +158,7 @@ func TestCompatServerFollowsLibvirtdStreamRules(t *testing.T) {
 	readErr := make(chan error, 1)
 	mux := rpc.NewMux()
 	mux.Handle(rpc.Procedure(volUpload), func(ctx context.Context, req *rpc.Request) ([]byte, error) {
-		st, err := req.Stream(nil)
+		st, err := req.Stream(stream.Upload, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -175,7 +175,7 @@ func TestCompatServerFollowsLibvirtdStreamRules(t *testing.T) {
 		return nil, nil
 	})
 	mux.Handle(rpc.Procedure(volDownload), func(ctx context.Context, req *rpc.Request) ([]byte, error) {
-		st, err := req.Stream(nil)
+		st, err := req.Stream(stream.Download, nil)
 		if err != nil {
 			return nil, err
 		}

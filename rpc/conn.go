@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/virtrpc/virtrpc/frame"
-	"github.com/virtrpc/virtrpc/stream"
+	"github.com/virtrpc/virtrpc/internal/streamcore"
 )
 
 // Conn is one virtrpc connection: either side calls, either side serves,
@@ -29,6 +29,7 @@ type Conn struct {
 
 	mode       atomic.Int32
 	authed     atomic.Bool
+	identity   atomic.Pointer[any]         // set by AuthenticateAs
 	peer       atomic.Pointer[frame.Hello] // native: what the peer announced
 	rttNanos   atomic.Int64
 	lastRecv   atomic.Int64 // unix nanos of the last message received
@@ -39,7 +40,7 @@ type Conn struct {
 	sched      scheduler
 	callSem    atomic.Pointer[chan struct{}] // native: the peer's MaxCalls
 	serving    atomic.Int32
-	budget     *stream.Budget
+	budget     *streamcore.Budget
 	mem        *memBudget // what the peer can make us hold (budget.go)
 	adm        *admission // its place in Serve's limits; nil outside Serve
 	bdp        bdpEstimator
@@ -51,7 +52,8 @@ type Conn struct {
 	mu         sync.Mutex
 	nextSerial uint32
 	pending    map[uint32]*pendingCall
-	streams    map[uint32]*stream.Stream
+	streams    map[uint32]*streamcore.Stream
+	served     map[uint32]bool // calls being served: did stream frames come before their stream? (see streams.go)
 
 	negotiated chan struct{} // closed once the mode is settled
 	negOnce    sync.Once
@@ -89,7 +91,9 @@ func Client(ctx context.Context, nc net.Conn, opts *Options) (*Conn, error) {
 
 // Server starts a connection on the accepting side of nc. It runs in compat
 // mode until the peer's first call is a HELLO. It does not block: Negotiated
-// tells when the mode is settled, and Accept waits for it.
+// tells when the mode is settled, and Accept waits for it. A *tls.Conn
+// whose handshake has not run handshakes on the read loop, bounded only by
+// keepalive; Accept and Serve bound it.
 func Server(nc net.Conn, opts *Options) *Conn {
 	return newConn(nc, opts, true)
 }
@@ -154,13 +158,14 @@ func newConnIn(nc net.Conn, opts *Options, isServer bool, adm *admission) *Conn 
 		cfg:      resolve(opts),
 		isServer: isServer,
 		pending:  make(map[uint32]*pendingCall),
-		streams:  make(map[uint32]*stream.Stream),
+		streams:  make(map[uint32]*streamcore.Stream),
+		served:   make(map[uint32]bool),
 		done:     make(chan struct{}),
 
 		negotiated: make(chan struct{}),
 	}
 	c.enc = frame.Encoder{Max: c.cfg.MaxMessage}
-	c.budget = stream.NewBudget(int64(c.cfg.ConnectionWindow))
+	c.budget = streamcore.NewBudget(int64(c.cfg.ConnectionWindow))
 	c.adm = adm
 	var server *serverBudget
 	if adm != nil {
@@ -208,6 +213,23 @@ func (c *Conn) Authenticate() {
 	c.adm.authenticated() // Serve's MaxUnauthenticated place is free
 }
 
+// AuthenticateAs records who the peer is (for example a
+// *sasl.Identity), then opens the auth gate as Authenticate does. Handlers
+// read it back with Identity. The identity is recorded before the gate
+// opens, so no handler past the gate sees it unset.
+func (c *Conn) AuthenticateAs(identity any) {
+	c.identity.Store(&identity)
+	c.Authenticate()
+}
+
+// Identity returns what AuthenticateAs recorded, or nil.
+func (c *Conn) Identity() any {
+	if p := c.identity.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
 // Authenticated reports whether the auth gate is open.
 func (c *Conn) Authenticated() bool { return c.authed.Load() }
 
@@ -225,7 +247,7 @@ func (c *Conn) Err() error {
 }
 
 // readLoop reads every message and routes it; it never waits for user code
-// (except a compat-mode stream's consumer, see stream.HandleFrame).
+// (except a compat-mode stream's consumer, see streamcore.Stream.HandleFrame).
 func (c *Conn) readLoop(fr *frame.Reader) {
 	defer c.loops.Done()
 	for {
@@ -294,7 +316,8 @@ func (c *Conn) route(h frame.Header, fr *frame.Reader) error {
 		s := c.streams[h.Serial]
 		c.mu.Unlock()
 		if s == nil || !sameCall(s.Header(), h) {
-			return fr.Discard() // late frame for a finished stream
+			c.noteEarly(h.Serial) // before its handler opened the stream, or late for a finished one
+			return fr.Discard()
 		}
 		if h.Type == frame.TypeStream && h.Status == frame.StatusContinue {
 			n := int64(fr.Remaining())

@@ -11,6 +11,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/virtrpc/virtrpc/rpc"
+	"github.com/virtrpc/virtrpc/stream"
 )
 
 // stalledPair returns a connection whose peer reads nothing: both socket
@@ -62,7 +63,10 @@ func TestBlockingCallsReturnWithTheirCtx(t *testing.T) {
 			return func(ctx context.Context) error { return c.CallXDR(ctx, echoProc, &bigArgs{Data: big}, nil) }
 		},
 		"OpenStream": func(c *rpc.Conn) func(ctx context.Context) error {
-			return func(ctx context.Context) error { _, _, err := c.OpenStream(ctx, uploadProc, big, nil); return err }
+			return func(ctx context.Context) error {
+				_, _, err := c.OpenStream(ctx, uploadProc, big, stream.Upload, nil)
+				return err
+			}
 		},
 		"Shutdown": func(c *rpc.Conn) func(ctx context.Context) error {
 			return func(ctx context.Context) error {

@@ -6,6 +6,7 @@ import (
 	"net"
 
 	"github.com/virtrpc/virtrpc/frame"
+	"github.com/virtrpc/virtrpc/internal/streamcore"
 )
 
 // Error is the typed error a call returns when the peer's handler failed:
@@ -26,7 +27,8 @@ var (
 	ErrCompatMode = errors.New("virtrpc: not available in libvirt compat mode")
 	// ErrStreamAbandoned is what the peer's side of a stream gets when the
 	// OpenStream that opened it returned early because its ctx ended.
-	ErrStreamAbandoned = errors.New("virtrpc: the caller gave up on the call that opened the stream")
+	// It travels as a code, so errors.Is matches it on the peer's side.
+	ErrStreamAbandoned = streamcore.ErrAbandoned
 	// ErrSlowPeer: the peer sent a message slower than Options.MinMessageRate
 	// allows, or stopped in the middle of one.
 	ErrSlowPeer = errors.New("virtrpc: peer too slow sending a message")

@@ -7,7 +7,7 @@ import (
 	"sync"
 
 	"github.com/virtrpc/virtrpc/frame"
-	"github.com/virtrpc/virtrpc/stream"
+	"github.com/virtrpc/virtrpc/internal/streamcore"
 )
 
 // Handler serves one call. It returns the reply's XDR payload, or an error
@@ -83,7 +83,7 @@ type Request struct {
 	conn    *Conn
 	charged int64 // Payload's bytes in the connection's memory budget
 	mu      sync.Mutex
-	st      *stream.Stream
+	st      *streamcore.Stream
 	replied bool
 	unslot  sync.Once // frees the call's MaxConcurrentCalls slot
 }
@@ -168,6 +168,7 @@ func (c *Conn) handleCall(h frame.Header, fr *frame.Reader) error {
 	}
 	req := &Request{Header: h, Payload: payload, conn: c, charged: charged}
 	dispatched = true
+	c.servingCall(h.Serial)
 	c.user.Add(1)
 	c.running.Add(1)
 	go c.serve(handler, req)
@@ -226,12 +227,13 @@ func (r *Request) Reply(payload []byte) error {
 	r.replied = true
 	st := r.st
 	r.mu.Unlock()
+	r.conn.servedCall(r.Header.Serial)
 	err := r.conn.reply(r.Header, payload, true, r.freeSlot)
 	r.freeSlot() // if it failed
 	if st != nil {
 		if err != nil {
 			st.Fail(err)
-			r.conn.Release(st)
+			r.conn.releaseStream(st)
 		} else {
 			st.Unhold()
 		}
@@ -244,6 +246,7 @@ func (r *Request) finish(out []byte, err error) {
 	replied, st := r.replied, r.st
 	r.replied = true
 	r.mu.Unlock()
+	r.conn.servedCall(r.Header.Serial)
 	if replied {
 		if err != nil && st != nil {
 			_ = st.CloseWithError(err)
@@ -253,14 +256,14 @@ func (r *Request) finish(out []byte, err error) {
 	if err != nil {
 		if st != nil {
 			st.Fail(err)
-			r.conn.Release(st)
+			r.conn.releaseStream(st)
 		}
 		_ = r.conn.replyErrorThen(r.Header, toRemote(err), true, r.freeSlot)
 		return
 	}
 	if rerr := r.conn.reply(r.Header, out, true, r.freeSlot); rerr != nil && st != nil {
 		st.Fail(rerr)
-		r.conn.Release(st)
+		r.conn.releaseStream(st)
 		return
 	}
 	if st != nil {
@@ -285,14 +288,17 @@ func (c *Conn) reply(h frame.Header, payload []byte, direct bool, queued func())
 		_ = c.replyErrorThen(h, rpcError(frame.CodeInternalError, "reply of %d bytes over the message limit", len(payload)), direct, queued)
 		return err
 	}
-	n := int64(frame.Overhead + len(payload))
+	n := queuedCost(frame.Overhead + len(payload))
 	if !c.mem.take(n) {
 		err := c.budgetError("reply", n)
 		_ = c.replyErrorThen(h, rpcError(frame.CodeRPC, "%v (the caller reads its replies too slowly?)", err), direct, queued)
 		return err
 	}
 	msg, _ := c.enc.Reply(h, payload) // checked above, before the budget was charged
-	return c.sched.queueReply(msg, direct, queued)
+	// A large reply goes to the writer goroutine: its handler's goroutine
+	// (and the call's payload on its stack) does not wait on a peer that
+	// may never read.
+	return c.sched.queueReply(msg, direct && len(msg) <= maxBatch, queued)
 }
 
 // replyError queues an error reply from the read loop.
@@ -305,7 +311,7 @@ func (c *Conn) replyError(h frame.Header, e *frame.Error, direct bool) error {
 // them: the connection closes, as nothing smaller can be sent.
 func (c *Conn) replyErrorThen(h frame.Header, e *frame.Error, direct bool, queued func()) error {
 	msg := c.enc.ErrorReply(h, e) // always fits a message
-	if !c.mem.take(int64(len(msg))) {
+	if !c.mem.takeError(queuedCost(len(msg))) {
 		err := fmt.Errorf("%w: the peer lets replies pile up unread", c.budgetError("error reply", int64(len(msg))))
 		c.closeWith(err)
 		return err
@@ -353,6 +359,11 @@ func (c *Conn) handleMessage(h frame.Header, fr *frame.Reader) error {
 	if err != nil {
 		return err
 	}
+	if !c.mem.take(messageCost) { // what a queued message holds besides its payload
+		c.mem.give(charged)
+		return c.budgetError("message", messageCost)
+	}
+	charged += messageCost
 	if c.isServer && c.Mode() != ModeNative {
 		c.mem.give(charged)
 		return errors.New("MESSAGE from a client in compat mode")

@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/virtrpc/virtrpc/rpc"
+	"github.com/virtrpc/virtrpc/stream"
 )
 
 // A server that opens a stream toward the client as soon as HELLO is done:
@@ -21,7 +22,7 @@ func TestStreamRightAfterHello(t *testing.T) {
 		mux := rpc.NewMux()
 		got := make(chan int64, 1)
 		mux.Handle(up, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
-			st, err := req.Stream(nil)
+			st, err := req.Stream(stream.Upload, nil)
 			if err != nil {
 				return nil, err
 			}
@@ -42,7 +43,7 @@ func TestStreamRightAfterHello(t *testing.T) {
 				sent <- srv.Err()
 				return
 			}
-			st, _, err := srv.OpenStream(context.Background(), up, nil, nil)
+			st, _, err := srv.OpenStream(context.Background(), up, nil, stream.Upload, nil)
 			if err == nil {
 				_, err = st.Write(make([]byte, 4<<20))
 			}

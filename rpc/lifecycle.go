@@ -6,7 +6,7 @@ import (
 	"net"
 	"time"
 
-	"github.com/virtrpc/virtrpc/stream"
+	"github.com/virtrpc/virtrpc/internal/streamcore"
 )
 
 // ErrShutdown: Shutdown was called; the connection starts and serves no new
@@ -105,7 +105,7 @@ func (c *Conn) shut(cause error, graceful bool) {
 		pend := c.pending
 		c.pending = map[uint32]*pendingCall{}
 		sts := c.streams
-		c.streams = map[uint32]*stream.Stream{}
+		c.streams = map[uint32]*streamcore.Stream{}
 		c.mu.Unlock()
 		for _, p := range pend {
 			p.finish(reply{}, c.err)

@@ -78,7 +78,7 @@ func TestAbandonedOpenStreamAbortsThePeersSide(t *testing.T) {
 	writeDone := make(chan error, 1)
 	opened, gaveUp := make(chan struct{}), make(chan struct{})
 	mux.Handle(slowReply, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
-		st, err := req.Stream(nil)
+		st, err := req.Stream(stream.Download, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -97,7 +97,7 @@ func TestAbandonedOpenStreamAbortsThePeersSide(t *testing.T) {
 	require.Equal(t, rpc.ModeNative, c.Mode())
 	ctx, cancel := context.WithCancel(context.Background())
 	go func() { <-opened; cancel() }() // give up once the server's side is open
-	_, _, err := c.OpenStream(ctx, slowReply, nil, nil)
+	_, _, err := c.OpenStream(ctx, slowReply, nil, stream.Download, nil)
 	require.ErrorIs(t, err, context.Canceled)
 	close(gaveUp)
 	select {
@@ -192,7 +192,7 @@ func TestEarlyCloseByTheReceiverFailsTheUpload(t *testing.T) {
 	closesAtOnce := rpc.Procedure{Prog: 0x1234, Vers: 1, Proc: 79}
 	mux := echoMux()
 	mux.Handle(closesAtOnce, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
-		st, err := req.Stream(nil)
+		st, err := req.Stream(stream.Upload, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -206,7 +206,7 @@ func TestEarlyCloseByTheReceiverFailsTheUpload(t *testing.T) {
 		for _, size := range []int{64 << 10, 20 << 20} { // within the first window, and far past it
 			t.Run(fmt.Sprintf("%s/%d", mode.name, size), func(t *testing.T) {
 				c, _ := pair(t, mode.opts, &rpc.Options{Handlers: mux})
-				st, _, err := c.OpenStream(context.Background(), closesAtOnce, nil, nil)
+				st, _, err := c.OpenStream(context.Background(), closesAtOnce, nil, stream.Upload, nil)
 				require.NoError(t, err)
 				done := make(chan error, 1)
 				go func() {
@@ -229,18 +229,18 @@ func TestEarlyCloseByTheReceiverFailsTheUpload(t *testing.T) {
 	}
 }
 
-// Once the peer has finished its side, Write fails with ErrPeerFinished at
-// once instead of queueing data nobody reads.
-func TestWriteAfterThePeerFinishedFails(t *testing.T) {
+// A side that only receives cannot write: Write fails at once with
+// ErrDirection instead of queueing data nobody reads.
+func TestWriteOnADownloadFails(t *testing.T) {
 	c, _ := pair(t, nil, &rpc.Options{Handlers: streamMux(t)})
-	st, _, err := c.OpenStream(context.Background(), sendProc, sendArgs(0, 1), nil) // an empty download
+	st, _, err := c.OpenStream(context.Background(), sendProc, sendArgs(0, 1), stream.Download, nil) // an empty download
 	require.NoError(t, err)
+	_, err = st.Write([]byte("wrong way"))
+	require.ErrorIs(t, err, stream.ErrDirection)
 	n, err := st.Read(make([]byte, 1))
 	require.Equal(t, 0, n)
 	require.ErrorIs(t, err, io.EOF)
-	_, err = st.Write([]byte("too late"))
-	require.ErrorIs(t, err, stream.ErrPeerFinished)
-	require.NoError(t, st.Close(), "nothing was sent, so acknowledging the empty download is right")
+	require.NoError(t, st.Close(), "the empty download was read whole")
 }
 
 // emfileListener fails every Accept with EMFILE until it is closed.
@@ -283,7 +283,7 @@ func TestStreamAbortWithALongErrorKeepsTheConnection(t *testing.T) {
 	mux := echoMux()
 	text := strings.Repeat("x", 1100<<10)
 	mux.Handle(longAbort, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
-		st, err := req.Stream(nil)
+		st, err := req.Stream(stream.Download, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -293,7 +293,7 @@ func TestStreamAbortWithALongErrorKeepsTheConnection(t *testing.T) {
 		return nil, st.CloseWithError(errors.New(text))
 	})
 	c, _ := pair(t, nil, &rpc.Options{Handlers: mux})
-	st, _, err := c.OpenStream(context.Background(), longAbort, nil, nil)
+	st, _, err := c.OpenStream(context.Background(), longAbort, nil, stream.Download, nil)
 	require.NoError(t, err)
 	_, err = io.ReadAll(st)
 	var re *rpc.Error

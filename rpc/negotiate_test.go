@@ -13,6 +13,7 @@ import (
 
 	"github.com/virtrpc/virtrpc/frame"
 	"github.com/virtrpc/virtrpc/rpc"
+	"github.com/virtrpc/virtrpc/stream"
 )
 
 func TestNegotiation(t *testing.T) {
@@ -126,7 +127,7 @@ func TestKeepalive(t *testing.T) {
 func TestKeepaliveSurvivesACompatReaderPause(t *testing.T) {
 	ka := &rpc.Options{Negotiation: rpc.CompatOnly, KeepaliveInterval: 50 * time.Millisecond, KeepaliveCount: 2, CompatStreamBuffer: 1 << 20}
 	c, _ := pair(t, ka, &rpc.Options{Handlers: streamMux(t), KeepaliveInterval: 50 * time.Millisecond, KeepaliveCount: 3})
-	st, _, err := c.OpenStream(context.Background(), sendProc, sendArgs(16<<20, 40), nil)
+	st, _, err := c.OpenStream(context.Background(), sendProc, sendArgs(16<<20, 40), stream.Download, nil)
 	require.NoError(t, err)
 	// The reader pauses for many keepalive periods; the compat read loop
 	// stalls behind it, and neither side declares the other dead.

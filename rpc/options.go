@@ -97,6 +97,11 @@ type Options struct {
 	// MaxMessage bounds a received message (header plus payload).
 	// Default 32 MiB, libvirt's limit.
 	MaxMessage int
+	// MaxStreams bounds the streams open at once on the connection, in
+	// both directions together: OpenStream beyond it fails with
+	// ErrTooManyStreams, and so does a handler's Request.Stream (the peer's
+	// call is then refused). Default 1024.
+	MaxStreams int
 	// MaxUnauthMessage bounds a received message while the auth gate
 	// (Auth) is closed: an anonymous peer cannot make us read a large body.
 	// Default 512 KiB, room for libvirt's largest SASL step (64 KiB of XDR
@@ -108,8 +113,11 @@ type Options struct {
 	// messages waiting for their handler. A call whose payload does not fit
 	// is discarded and gets an error reply; a reply that does not fit is
 	// replaced by an error reply; a message (or reply to our call) that
-	// does not fit, or an error reply that cannot be queued, closes the
-	// connection; all with ErrMemoryBudget's text. Default 128 MiB: four
+	// does not fit, or an error reply that cannot be queued (the last
+	// 16 KiB are kept for error replies), closes the connection; all with
+	// ErrMemoryBudget's text. A message being written counts until it is
+	// written, so a peer that reads nothing holds at most this much of its
+	// replies. At least 128 KiB; default 128 MiB: four
 	// libvirt-size messages, so a 32 MiB call can be read while another is
 	// served and its reply queued. Stream buffers are bounded apart
 	// (StreamBuffer, ConnectionWindow, CompatStreamBuffer).
@@ -119,8 +127,10 @@ type Options struct {
 	// 128 KiB per connection (its read buffer, and those 64 KiB, so a small
 	// call always fits), paid as it is accepted: at most 8192 connections
 	// per GiB. A connection that does not fit is closed at once; beyond
-	// it, calls fail as over ConnectionMemory. Default 1 GiB, about eight
-	// connections' worth of 32 MiB messages at once. Serve only.
+	// it, calls fail as over ConnectionMemory (error replies may exceed it
+	// by up to 16 KiB per connection, so a refused call is still told).
+	// Default 1 GiB, about eight connections' worth of 32 MiB messages at
+	// once. Serve only.
 	ServerMemory int
 	// MaxConnections caps the connections one Serve serves at once, TLS
 	// handshakes included; one more is closed as soon as it is accepted
@@ -181,8 +191,10 @@ func resolve(o *Options) config {
 	def(&c.ChunkSize, frame.AlignedStreamPayload)
 	def(&c.MaxMessage, frame.MaxMessage)
 	def(&c.CompatStreamBuffer, 4<<20)
+	def(&c.MaxStreams, 1024)
 	def(&c.MaxUnauthMessage, 512<<10)
 	def(&c.ConnectionMemory, 128<<20)
+	c.ConnectionMemory = max(c.ConnectionMemory, 128<<10) // room for a small call and the error headroom
 	def(&c.ServerMemory, 1<<30)
 	def(&c.MaxConnections, 5000)
 	def(&c.MaxUnauthenticated, 20)

@@ -6,7 +6,7 @@ import (
 	"sync"
 
 	"github.com/virtrpc/virtrpc/frame"
-	"github.com/virtrpc/virtrpc/stream"
+	"github.com/virtrpc/virtrpc/internal/streamcore"
 )
 
 // maxCallQueue bounds the bytes of calls, replies and messages waiting for
@@ -42,7 +42,7 @@ type scheduler struct {
 	pongQueued bool      // ctrl holds a PONG; one answers any number of pings
 	calls      [][]byte
 	callBytes  int
-	ready      []*stream.Stream
+	ready      []*streamcore.Stream
 	closing    bool
 	wake       chan struct{}
 	// writing is the write token: whoever holds it owns the socket and
@@ -51,8 +51,9 @@ type scheduler struct {
 	// is free writes it itself, saving a goroutine hand-off on an idle
 	// direction. Only goroutines that have nothing to return early for do
 	// (see enqueue): a Write cannot be abandoned halfway.
-	writing bool
-	batch   []byte
+	writing  bool
+	batch    []byte
+	inflight int64 // budget charge of the messages in batch (see collectLocked)
 }
 
 func (s *scheduler) init(c *Conn) {
@@ -120,8 +121,10 @@ func (s *scheduler) flushOrKick(direct bool) {
 // the writer goroutine if work is left, or if the connection is closing: the
 // writer may be waiting for the token to go, and it must then end (after a
 // failed write the connection is always closing).
-func (s *scheduler) release(batch []byte, requeue *stream.Stream) {
+func (s *scheduler) release(batch []byte, requeue *streamcore.Stream) {
 	s.mu.Lock()
+	written := s.inflight
+	s.inflight = 0
 	s.batch = batch[:0]
 	if cap(batch) > 4*maxBatch {
 		s.batch = nil // do not keep a burst's buffer
@@ -132,6 +135,9 @@ func (s *scheduler) release(batch []byte, requeue *stream.Stream) {
 	}
 	wake := len(s.ctrl) > 0 || len(s.calls) > 0 || len(s.ready) > 0 || s.closing
 	s.mu.Unlock()
+	if written > 0 { // not per stream frame: the budget has a lock
+		s.c.mem.give(written)
+	}
 	if wake {
 		s.kick()
 	}
@@ -143,7 +149,7 @@ func (s *scheduler) release(batch []byte, requeue *stream.Stream) {
 // loop passes false, so two peers' read loops can never both block writing
 // to each other.
 func (s *scheduler) sendCall(ctx context.Context, msg []byte, direct bool) error {
-	s.c.mem.force(int64(len(msg))) // our own: its caller waits on the bound instead
+	s.c.mem.force(queuedCost(len(msg))) // our own: its caller waits on the bound instead
 	return s.enqueue(ctx, msg, direct, nil)
 }
 
@@ -151,7 +157,7 @@ func (s *scheduler) sendCall(ctx context.Context, msg []byte, direct bool) error
 // replies, and runs then under the queue's lock: nothing queued after then
 // ran can go out before msg, and msg cannot go out before then ran.
 func (s *scheduler) queueThen(msg []byte, then func()) error {
-	s.c.mem.force(int64(len(msg)))
+	s.c.mem.force(queuedCost(len(msg)))
 	return s.enqueue(context.Background(), msg, false, then)
 }
 
@@ -181,7 +187,7 @@ func (s *scheduler) enqueue(ctx context.Context, msg []byte, direct bool, then f
 	for s.callBytes > maxCallQueue && !s.closing {
 		if err := ctx.Err(); err != nil {
 			s.mu.Unlock()
-			s.c.mem.give(int64(len(msg)))
+			s.c.mem.give(queuedCost(len(msg)))
 			return err
 		}
 		s.space.Wait()
@@ -201,7 +207,7 @@ func (s *scheduler) queueReply(msg []byte, direct bool, then func()) error {
 func (s *scheduler) appendLocked(msg []byte, direct bool, then func()) error {
 	if s.closing {
 		s.mu.Unlock()
-		s.c.mem.give(int64(len(msg)))
+		s.c.mem.give(queuedCost(len(msg)))
 		return s.c.err
 	}
 	s.calls = append(s.calls, msg)
@@ -219,7 +225,7 @@ func (s *scheduler) appendLocked(msg []byte, direct bool, then func()) error {
 // then costs no goroutine hand-off, as with a plain TLS connection, and the
 // other core stays free for the read loops. Otherwise the stream joins the
 // round-robin served by the writer goroutine.
-func (s *scheduler) schedule(st *stream.Stream) {
+func (s *scheduler) schedule(st *streamcore.Stream) {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -235,7 +241,7 @@ func (s *scheduler) schedule(st *stream.Stream) {
 	batch, frames := s.collectLocked(s.batch[:0])
 	s.mu.Unlock()
 
-	var requeue *stream.Stream
+	var requeue *streamcore.Stream
 	if frames == 0 || s.write(batch, frames) {
 		f, more := st.PopFrame()
 		if s.writeData(f) && more {
@@ -246,7 +252,7 @@ func (s *scheduler) schedule(st *stream.Stream) {
 }
 
 // writeData writes a popped stream frame and recycles its buffer.
-func (s *scheduler) writeData(f stream.Frame) bool {
+func (s *scheduler) writeData(f streamcore.Frame) bool {
 	msg := f.Bytes()
 	if len(msg) == 0 {
 		return true
@@ -264,11 +270,11 @@ func (s *scheduler) writeData(f stream.Frame) bool {
 func (s *scheduler) shutdown() {
 	s.mu.Lock()
 	s.closing = true
-	dropped := s.callBytes // each queued message is charged its length
+	dropped := int64(s.callBytes) + int64(len(s.calls))*queueEntryCost // what queuedCost charged them
 	s.ctrl, s.ctrlN, s.calls, s.callBytes, s.ready = nil, 0, nil, 0, nil
 	s.space.Broadcast()
 	s.mu.Unlock()
-	s.c.mem.give(int64(dropped))
+	s.c.mem.give(dropped)
 	s.kick()
 }
 
@@ -307,7 +313,7 @@ func (s *scheduler) run() {
 		}
 		s.writing = true
 		batch, frames := s.collectLocked(s.batch[:0])
-		var st *stream.Stream
+		var st *streamcore.Stream
 		if len(batch) == 0 {
 			st = s.ready[0]
 			copy(s.ready, s.ready[1:])
@@ -316,7 +322,7 @@ func (s *scheduler) run() {
 		}
 		s.mu.Unlock()
 
-		var requeue *stream.Stream
+		var requeue *streamcore.Stream
 		ok := true
 		if st == nil {
 			ok = s.write(batch, frames)
@@ -336,17 +342,23 @@ func (s *scheduler) run() {
 
 // collectLocked appends every queued control message and as many calls as
 // fit a batch to b.
+//
+// What the collected messages were charged to the memory budget is given
+// back by release, once they are written: a batch blocked in Write toward a
+// peer that reads nothing is memory held for it. A large message with
+// nothing before it is written from its own buffer, not copied.
 func (s *scheduler) collectLocked(b []byte) ([]byte, int) {
 	b = append(b, s.ctrl...)
 	frames := s.ctrlN
 	s.ctrl, s.ctrlN, s.pongQueued = s.ctrl[:0], 0, false
+	if len(b) == 0 && len(s.calls) > 0 && len(s.calls[0]) > maxBatch {
+		b = s.calls[0]
+		s.popCallLocked()
+		frames++
+	}
 	for len(s.calls) > 0 && (len(b) == 0 || len(b)+len(s.calls[0]) <= maxBatch) {
-		m := s.calls[0]
-		s.calls[0] = nil
-		s.calls = s.calls[1:]
-		s.callBytes -= len(m)
-		s.c.mem.give(int64(len(m)))
-		b = append(b, m...)
+		b = append(b, s.calls[0]...)
+		s.popCallLocked()
 		frames++
 	}
 	if len(s.calls) == 0 {
@@ -356,6 +368,16 @@ func (s *scheduler) collectLocked(b []byte) ([]byte, int) {
 		s.space.Broadcast()
 	}
 	return b, frames
+}
+
+// popCallLocked drops the first queued call, reply or message, counting
+// its charge as in flight until release.
+func (s *scheduler) popCallLocked() {
+	m := s.calls[0]
+	s.calls[0] = nil
+	s.calls = s.calls[1:]
+	s.callBytes -= len(m)
+	s.inflight += queuedCost(len(m))
 }
 
 // write writes whole messages. They are counted before the Write, so that a

@@ -159,7 +159,7 @@ func runSequence(t *testing.T, mode, dir string, sq streamSequence) {
 	srvSt := make(chan *stream.Stream, 1)
 	mux := rpc.NewMux()
 	mux.Handle(seqProc, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
-		st, err := req.Stream(nil)
+		st, err := req.Stream(seqDir(dir), nil)
 		if err != nil {
 			return nil, err
 		}
@@ -171,7 +171,7 @@ func runSequence(t *testing.T, mode, dir string, sq streamSequence) {
 		copts.Negotiation = rpc.CompatOnly
 	}
 	cc, sc := pair(t, copts, &rpc.Options{Handlers: mux})
-	cst, _, err := cc.OpenStream(context.Background(), seqProc, nil, nil)
+	cst, _, err := cc.OpenStream(context.Background(), seqProc, nil, seqDir(dir), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -222,7 +222,7 @@ func runSequence(t *testing.T, mode, dir string, sq streamSequence) {
 // aborted: the server's side is released all the same, buffers and all.
 func TestPeerAbortReleasesTheStreamWithoutALocalClose(t *testing.T) {
 	cc, sc := pair(t, nil, &rpc.Options{Handlers: streamMux(t)})
-	st, _, err := cc.OpenStream(context.Background(), verifyUploadProc, digest(1<<20, 1), nil)
+	st, _, err := cc.OpenStream(context.Background(), verifyUploadProc, digest(1<<20, 1), stream.Upload, nil)
 	require.NoError(t, err)
 	_, err = st.Write(make([]byte, 100<<10))
 	require.NoError(t, err)
@@ -230,4 +230,11 @@ func TestPeerAbortReleasesTheStreamWithoutALocalClose(t *testing.T) {
 	require.Eventually(t, func() bool { return sc.Stats().StreamsOpen == 0 }, 10*time.Second, time.Millisecond,
 		"the server keeps a stream its peer aborted and nobody will close")
 	assert.Zero(t, cc.Stats().StreamsOpen)
+}
+
+func seqDir(dir string) stream.Direction {
+	if dir == "upload" {
+		return stream.Upload
+	}
+	return stream.Download
 }

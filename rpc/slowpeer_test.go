@@ -13,6 +13,7 @@ import (
 
 	"github.com/virtrpc/virtrpc/frame"
 	"github.com/virtrpc/virtrpc/rpc"
+	"github.com/virtrpc/virtrpc/stream"
 )
 
 // quickSlow reaps a message that advances less than 1 KiB in 200 ms.
@@ -95,7 +96,7 @@ func TestPausedCompatStreamIsNotSlowPeer(t *testing.T) {
 	mux := rpc.NewMux()
 	release := make(chan struct{})
 	mux.Handle(uploadProc, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
-		st, err := req.Stream(nil)
+		st, err := req.Stream(stream.Upload, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -111,7 +112,7 @@ func TestPausedCompatStreamIsNotSlowPeer(t *testing.T) {
 	})
 	opts.Handlers = mux
 	c, _ := pair(t, quickSlow(&rpc.Options{Negotiation: rpc.CompatOnly}), opts)
-	st, _, err := c.OpenStream(context.Background(), uploadProc, nil, nil)
+	st, _, err := c.OpenStream(context.Background(), uploadProc, nil, stream.Upload, nil)
 	require.NoError(t, err)
 	srv := <-got
 	done := make(chan error, 1)

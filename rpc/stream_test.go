@@ -74,7 +74,7 @@ func streamMux(_ *testing.T) *rpc.Mux {
 	// The receiver verifies the digest and answers the sender's Close with
 	// an error if the bytes differ.
 	mux.Handle(verifyUploadProc, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
-		st, err := req.Stream(nil)
+		st, err := req.Stream(stream.Upload, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -94,7 +94,7 @@ func streamMux(_ *testing.T) *rpc.Mux {
 	})
 	mux.Handle(sendProc, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
 		size, seed := int64(binary.BigEndian.Uint64(req.Payload)), int(binary.BigEndian.Uint64(req.Payload[8:]))
-		st, err := req.Stream(nil)
+		st, err := req.Stream(stream.Download, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -107,7 +107,7 @@ func streamMux(_ *testing.T) *rpc.Mux {
 		return nil, nil
 	})
 	mux.Handle(sinkFailProc, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
-		st, err := req.Stream(nil)
+		st, err := req.Stream(stream.Upload, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -115,7 +115,7 @@ func streamMux(_ *testing.T) *rpc.Mux {
 		return nil, nil
 	})
 	mux.Handle(abortSendProc, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
-		st, err := req.Stream(nil)
+		st, err := req.Stream(stream.Download, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -132,7 +132,7 @@ func streamMux(_ *testing.T) *rpc.Mux {
 		if err != nil {
 			return nil, err
 		}
-		st, err := req.Stream(&stream.Options{Sparse: true})
+		st, err := req.Stream(stream.Upload, &stream.Options{Sparse: true})
 		if err != nil {
 			f.Close()
 			return nil, err
@@ -151,7 +151,7 @@ func streamMux(_ *testing.T) *rpc.Mux {
 		if err != nil {
 			return nil, err
 		}
-		st, err := req.Stream(&stream.Options{Sparse: true})
+		st, err := req.Stream(stream.Download, &stream.Options{Sparse: true})
 		if err != nil {
 			f.Close()
 			return nil, err
@@ -170,7 +170,7 @@ func streamMux(_ *testing.T) *rpc.Mux {
 }
 
 func upload(t testing.TB, c *rpc.Conn, size int64, seed int) {
-	st, _, err := c.OpenStream(context.Background(), verifyUploadProc, digest(size, seed), nil)
+	st, _, err := c.OpenStream(context.Background(), verifyUploadProc, digest(size, seed), stream.Upload, nil)
 	require.NoError(t, err)
 	n, err := io.Copy(st, source(size, seed))
 	require.NoError(t, err)
@@ -179,7 +179,7 @@ func upload(t testing.TB, c *rpc.Conn, size int64, seed int) {
 }
 
 func download(t testing.TB, c *rpc.Conn, size int64, seed int) {
-	st, _, err := c.OpenStream(context.Background(), sendProc, sendArgs(size, seed), nil)
+	st, _, err := c.OpenStream(context.Background(), sendProc, sendArgs(size, seed), stream.Download, nil)
 	require.NoError(t, err)
 	h := sha256.New()
 	n, err := io.Copy(h, st)
@@ -212,7 +212,7 @@ func TestSenderCloseReturnsReceiversSinkError(t *testing.T) {
 	for _, mode := range []rpc.Negotiation{rpc.AcceptCompat, rpc.CompatOnly} {
 		t.Run(fmt.Sprint(mode), func(t *testing.T) {
 			c, _ := pair(t, &rpc.Options{Negotiation: mode}, &rpc.Options{Handlers: streamMux(t)})
-			st, _, err := c.OpenStream(context.Background(), sinkFailProc, nil, nil)
+			st, _, err := c.OpenStream(context.Background(), sinkFailProc, nil, stream.Upload, nil)
 			require.NoError(t, err)
 			_, _ = io.Copy(st, source(16<<20, 5)) // fails part way, or not at all
 			err = st.Close()
@@ -226,7 +226,7 @@ func TestSenderCloseReturnsReceiversSinkError(t *testing.T) {
 func TestAbortReachesThePeer(t *testing.T) {
 	t.Run("sender aborts", func(t *testing.T) {
 		c, _ := pair(t, nil, &rpc.Options{Handlers: streamMux(t)})
-		st, _, err := c.OpenStream(context.Background(), abortSendProc, nil, nil)
+		st, _, err := c.OpenStream(context.Background(), abortSendProc, nil, stream.Download, nil)
 		require.NoError(t, err)
 		_, err = io.Copy(io.Discard, st)
 		var re *rpc.Error
@@ -236,7 +236,7 @@ func TestAbortReachesThePeer(t *testing.T) {
 	})
 	t.Run("receiver aborts", func(t *testing.T) {
 		c, _ := pair(t, nil, &rpc.Options{Handlers: streamMux(t)})
-		st, _, err := c.OpenStream(context.Background(), sendProc, sendArgs(1<<30, 6), nil)
+		st, _, err := c.OpenStream(context.Background(), sendProc, sendArgs(1<<30, 6), stream.Download, nil)
 		require.NoError(t, err)
 		_, err = io.CopyN(io.Discard, st, 1<<20)
 		require.NoError(t, err)
@@ -251,7 +251,7 @@ func TestAbortReachesThePeer(t *testing.T) {
 		seen := make(chan error, 1)
 		abortProc := rpc.Procedure{Prog: 0x1234, Vers: 1, Proc: 31}
 		mux.Handle(abortProc, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
-			st, err := req.Stream(nil)
+			st, err := req.Stream(stream.Upload, nil)
 			if err != nil {
 				return nil, err
 			}
@@ -263,7 +263,7 @@ func TestAbortReachesThePeer(t *testing.T) {
 			return nil, nil
 		})
 		c, _ := pair(t, nil, &rpc.Options{Handlers: mux})
-		st, _, err := c.OpenStream(context.Background(), abortProc, nil, nil)
+		st, _, err := c.OpenStream(context.Background(), abortProc, nil, stream.Upload, nil)
 		require.NoError(t, err)
 		_, err = io.CopyN(st, source(1<<20, 8), 1<<19)
 		require.NoError(t, err)
@@ -312,7 +312,7 @@ func TestSparseStreamKeepsHoles(t *testing.T) {
 
 	t.Run("upload", func(t *testing.T) {
 		dst := filepath.Join(dir, "up.bin")
-		st, _, err := c.OpenStream(context.Background(), sparseUpProc, []byte(dst), &stream.Options{Sparse: true})
+		st, _, err := c.OpenStream(context.Background(), sparseUpProc, []byte(dst), stream.Upload, &stream.Options{Sparse: true})
 		require.NoError(t, err)
 		f, err := os.Open(src)
 		require.NoError(t, err)
@@ -328,7 +328,7 @@ func TestSparseStreamKeepsHoles(t *testing.T) {
 	})
 	t.Run("download", func(t *testing.T) {
 		dst := filepath.Join(dir, "down.bin")
-		st, _, err := c.OpenStream(context.Background(), sparseDownProc, []byte(src), &stream.Options{Sparse: true})
+		st, _, err := c.OpenStream(context.Background(), sparseDownProc, []byte(src), stream.Download, &stream.Options{Sparse: true})
 		require.NoError(t, err)
 		f, err := os.Create(dst)
 		require.NoError(t, err)
@@ -343,7 +343,7 @@ func TestSparseStreamKeepsHoles(t *testing.T) {
 		assert.LessOrEqual(t, allocated(t, dst), allocated(t, src), "the hole stays a hole")
 	})
 	t.Run("read as zeros", func(t *testing.T) {
-		st, _, err := c.OpenStream(context.Background(), sparseDownProc, []byte(src), &stream.Options{Sparse: true})
+		st, _, err := c.OpenStream(context.Background(), sparseDownProc, []byte(src), stream.Download, &stream.Options{Sparse: true})
 		require.NoError(t, err)
 		var buf bytes.Buffer
 		_, err = io.Copy(struct{ io.Writer }{&buf}, struct{ io.Reader }{st})
@@ -362,7 +362,7 @@ func TestPausedStreamDoesNotBlockCallsOrOtherStreams(t *testing.T) {
 	pausedDone := make(chan error, 1)
 	pausedProc := rpc.Procedure{Prog: 0x1234, Vers: 1, Proc: 30}
 	mux.Handle(pausedProc, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
-		st, err := req.Stream(nil)
+		st, err := req.Stream(stream.Upload, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -382,7 +382,7 @@ func TestPausedStreamDoesNotBlockCallsOrOtherStreams(t *testing.T) {
 	c, _ := pair(t, opts, opts)
 
 	const pausedSize = 16 << 20
-	st, _, err := c.OpenStream(context.Background(), pausedProc, nil, nil)
+	st, _, err := c.OpenStream(context.Background(), pausedProc, nil, stream.Upload, nil)
 	require.NoError(t, err)
 	serverSide := <-paused
 	writeDone := make(chan error, 1)

@@ -23,14 +23,14 @@ func TestUserErrorsAreClear(t *testing.T) {
 	mux := streamMux(t)
 	mux.Handle(misuse, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
 		var errs []error
-		st, err := req.Stream(nil)
+		st, err := req.Stream(stream.Download, nil)
 		errs = append(errs, err)
-		_, err = req.Stream(nil)
+		_, err = req.Stream(stream.Download, nil)
 		errs = append(errs, err) // a second stream on one call
 		errs = append(errs, st.WriteHole(ctx, 10))
 		errs = append(errs, req.Reply(nil))
 		errs = append(errs, req.Reply(nil)) // a second reply
-		_, err = req.Stream(nil)
+		_, err = req.Stream(stream.Download, nil)
 		errs = append(errs, err) // a stream after the reply
 		got <- errs
 		return nil, st.Close()
@@ -46,7 +46,7 @@ func TestUserErrorsAreClear(t *testing.T) {
 	_, err = c.Call(ctx, echoProc, nil)
 	require.ErrorIs(t, err, context.Canceled)
 
-	st, _, err := c.OpenStream(context.Background(), misuse, nil, nil)
+	st, _, err := c.OpenStream(context.Background(), misuse, nil, stream.Download, nil)
 	require.NoError(t, err)
 	errs := <-got
 	require.NoError(t, errs[0])
@@ -66,7 +66,7 @@ func TestUserErrorsAreClear(t *testing.T) {
 	assert.Equal(t, "ok", string(out))
 
 	require.NoError(t, c.Close())
-	_, _, err = c.OpenStream(context.Background(), misuse, nil, nil)
+	_, _, err = c.OpenStream(context.Background(), misuse, nil, stream.Download, nil)
 	var ce *rpc.ClosedError
 	require.ErrorAs(t, err, &ce)
 }

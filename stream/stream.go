@@ -1,285 +1,216 @@
 // Package stream is the bulk data stream of a virtrpc connection: a sender
 // side (io.Writer, io.ReaderFrom, holes, Close that returns the receiver's
-// verdict) and a receiver side (io.Reader, io.WriterTo that keeps holes when
-// the destination can seek), with per-stream credit flow control.
+// verdict), a receiver side (io.Reader, io.WriterTo that keeps holes when
+// the destination can seek), per-stream credit flow control, and duplex
+// streams that carry data both ways at once and can serve as a net.Conn.
 //
 // A Stream is opened by a call (rpc.Conn.OpenStream on the calling side,
-// rpc.Request.Stream on the serving side) and carried by its connection,
-// which implements Link. Streams follow libvirt's finish, abort and EOF rules
-// exactly when the connection runs in compat mode.
+// rpc.Request.Stream on the serving side), and both sides declare its
+// direction, from the caller's point of view: Upload (the caller sends),
+// Download (the caller receives), or Duplex (both, as libvirt's console
+// streams). Data the peer sends against the declared direction is a
+// protocol error that closes the connection; it is never buffered, so a
+// side that only sends holds no receive buffer. Streams follow libvirt's
+// finish, abort and EOF rules exactly when the connection runs in compat
+// mode.
+//
+// Close ends the stream and reports its outcome. The sending side's Close
+// tells the receiver that all data was sent and returns the receiver's
+// verdict: nil once everything was consumed (in native mode the verdict
+// carries the count), or the receiver's error. The receiving side's Close
+// acknowledges the end after io.EOF; before the end it aborts the stream
+// toward the sender and returns ErrReceiverClosed (the sender's Write and
+// Close get it too). A duplex stream's Close does both. CloseWrite finishes
+// only the direction this side sends on and keeps reading (half-close).
 //
 // One goroutine may read and one may write a Stream at the same time; Close
 // and CloseWithError may be called from any goroutine. Read and Write take
-// no context: to bound a transfer, abort it from a timer or a context, for
-// example context.AfterFunc(ctx, func() { st.CloseWithError(ctx.Err()) }).
+// no context: deadlines (SetReadDeadline, SetWriteDeadline) bound them, or
+// abort the transfer from a context, for example
+// context.AfterFunc(ctx, func() { st.CloseWithError(ctx.Err()) }).
+// WriteHole and Finish take a context and return when it ends.
 //
-// A stream carries data one way at a time, as libvirt's storage and
-// migration streams do.
-//
-// Role, Link, Config, New, Frame, PopFrame, HandleFrame, AddCredit and Budget
-// are the interface between a stream and its connection (package rpc); users
-// of the library do not need them.
+// Abort reasons travel as libvirt error payloads. ErrReceiverClosed,
+// ErrPeerFinished, ErrIncomplete and rpc.ErrStreamAbandoned carry a virtrpc
+// code (see package frame), so errors.Is matches them on both ends; any
+// other reason arrives as a *frame.Error (errors.As), which also matches
+// ErrAborted when it is a plain abort.
 package stream
 
 import (
-	"errors"
+	"context"
 	"fmt"
-	"net"
-	"sync"
-	"sync/atomic"
+	"io"
+	"time"
 
 	"github.com/virtrpc/virtrpc/frame"
+	"github.com/virtrpc/virtrpc/internal/streamcore"
 )
 
-// Errors a Stream returns. A failure the peer reported arrives as a
-// *frame.Error (use errors.As).
+// Errors a Stream returns.
 var (
 	// ErrAborted: the peer aborted the stream without saying why
 	// (libvirt's clients abort with an empty error).
-	ErrAborted = errors.New("virtrpc: stream aborted by peer")
-	// ErrClosed: the stream was closed locally.
-	ErrClosed = fmt.Errorf("virtrpc: stream closed: %w", net.ErrClosed)
+	ErrAborted = streamcore.ErrAborted
+	// ErrClosed: the stream was closed locally. It matches net.ErrClosed.
+	ErrClosed = streamcore.ErrClosed
 	// ErrNotSparse: a hole on a stream not opened as sparse.
-	ErrNotSparse = errors.New("virtrpc: stream is not sparse")
-	// ErrReceiverClosed is sent to the sender when the receiver closes
-	// before the end of the data.
-	ErrReceiverClosed = errors.New("virtrpc: receiver closed the stream before its end")
+	ErrNotSparse = streamcore.ErrNotSparse
+	// ErrReceiverClosed: the receiver closed the stream before its end. The
+	// receiver's Close returns it, and the sender's Write and Close get it.
+	ErrReceiverClosed = streamcore.ErrReceiverClosed
 	// ErrIncomplete: the receiver's verdict counts fewer bytes consumed than
 	// were sent (native mode).
-	ErrIncomplete = errors.New("virtrpc: stream incomplete")
-	// ErrPeerFinished: the peer finished its side of the stream (closed it
-	// without sending data, or before ours arrived), so data written to it
-	// would not be read. Close after sending data returns it, and the peer
-	// is told.
-	ErrPeerFinished = errors.New("virtrpc: the peer finished the stream without reading the data sent to it")
+	ErrIncomplete = streamcore.ErrIncomplete
+	// ErrPeerFinished: the peer finished the stream without reading the
+	// data sent to it.
+	ErrPeerFinished = streamcore.ErrPeerFinished
+	// ErrDirection: a read on a side that only sends, or a write on a side
+	// that only receives.
+	ErrDirection = streamcore.ErrDirection
 )
+
+// Direction is which way a stream's data goes, from the point of view of
+// the side that opened it with a call. Both sides declare the same value.
+type Direction int
+
+const (
+	// Upload: the caller sends, the serving side receives.
+	Upload Direction = iota + 1
+	// Download: the serving side sends, the caller receives.
+	Download
+	// Duplex: data goes both ways at once, each way with its own credit
+	// in native mode (libvirt's console streams are duplex).
+	Duplex
+)
+
+func (d Direction) String() string {
+	switch d {
+	case Upload:
+		return "upload"
+	case Download:
+		return "download"
+	case Duplex:
+		return "duplex"
+	}
+	return fmt.Sprintf("Direction(%d)", int(d))
+}
 
 // Options are what a user chooses when opening a stream. A nil *Options
 // means the zero value.
 type Options struct {
-	// Sparse allows holes (STREAM_HOLE frames) in both directions, as
-	// libvirt's VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM flag does.
+	// Sparse allows holes (STREAM_HOLE frames), as libvirt's
+	// VIR_STORAGE_VOL_UPLOAD_SPARSE_STREAM flag does.
 	Sparse bool
-}
-
-// Role selects the finish/abort rules of the protocol.
-type Role int
-
-const (
-	// Native: both peers are virtrpc with flow control. Finish is STREAM/OK,
-	// answered by the receiver's STREAM/OK or STREAM/ERROR.
-	Native Role = iota
-	// CompatClient: libvirt client rules (the local side opened the stream
-	// with a call to a libvirt server).
-	CompatClient
-	// CompatServer: libvirtd's rules; a sender marks its end with an empty
-	// STREAM/CONTINUE, then acknowledges the client's STREAM/OK.
-	CompatServer
-)
-
-// Link is the connection under a Stream. rpc.Conn implements it.
-type Link interface {
-	// Schedule tells the write scheduler that s has frames for PopFrame.
-	Schedule(s *Stream)
-	// SendCredit grants the peer n more bytes on stream serial, ahead of
-	// any queued data. direct allows writing it on the calling goroutine;
-	// the read loop passes false and must never block on a write.
-	SendCredit(serial uint32, n uint64, direct bool)
-	// SendFrame queues a whole small message of the stream (an
-	// acknowledgement or an abort) ahead of data; it is flushed even when the
-	// connection is being closed.
-	SendFrame(msg []byte)
-	// Release tells the connection the stream is done; frames that arrive
-	// for it later are dropped.
-	Release(s *Stream)
-}
-
-// Config is what the connection decides for a stream.
-type Config struct {
-	Header      frame.Header // prog, vers, proc, serial of the opening call
-	Role        Role
-	Sparse      bool
-	ChunkSize   int   // largest data payload to send
-	SendCredit  int64 // initial credit toward the peer (Native)
-	RecvWindow  int64 // initial receive window, as advertised to the peer (Native)
-	MaxWindow   int64 // receive window cap (Native)
-	BufferLimit int64 // in-flight plus received-unread bytes (Native); at least 4 windows
-	Budget      *Budget
-	CompatLimit int          // receive bytes buffered before the read loop pauses (compat)
-	Target      func() int64 // the window the connection's bandwidth probe wants
-	Held        bool         // frames wait until Unhold (the reply must go first)
 }
 
 // Stream is one data stream. See the package documentation.
 type Stream struct {
-	link Link
-	cfg  Config
-
-	mu       sync.Mutex
-	sendCond sync.Cond // queue space, credit, verdict, failure
-	recvCond sync.Cond // data, EOF, failure; also compat back-pressure
-
-	// send side
-	outq      []outFrame
-	scheduled bool
-	held      bool
-	credit    int64 // Native: bytes we may still send
-	finSent   bool  // our finish (or receiver's ack) is queued
-	sentAny   bool  // data or a hole was queued
-	verdict   bool  // the peer answered our finish
-
-	// receive side
-	inq         []chunk
-	cur         chunk // the reader's current chunk, owned by the reading goroutine
-	inBytes     int
-	maxIn       int // high-water mark of inBytes
-	gotData     bool
-	holesUnread int  // hole chunks queued or being read, not yet read whole
-	eof         bool // the peer finished sending
-	received    int64
-	recvLimit   int64
-	consumed    int64
-	window      int64
-
-	// lifecycle
-	rerr     error // the peer's abort or error, or the connection's failure
-	lerr     error // set once closed locally
-	released bool
-
-	sentBytes atomic.Int64
-	recvBytes atomic.Int64
+	c *streamcore.Stream
 }
 
-// New returns a stream on link. It is used by the connection; users get
-// streams from rpc.
-func New(link Link, cfg Config) *Stream {
-	if cfg.ChunkSize <= 0 {
-		cfg.ChunkSize = frame.AlignedStreamPayload
-	}
-	if cfg.CompatLimit <= 0 {
-		cfg.CompatLimit = 4 << 20
-	}
-	s := &Stream{link: link, cfg: cfg, held: cfg.Held}
-	s.sendCond.L = &s.mu
-	s.recvCond.L = &s.mu
-	s.credit = cfg.SendCredit
-	s.window = cfg.RecvWindow
-	s.recvLimit = cfg.RecvWindow
-	return s
+func init() {
+	streamcore.Wrap = func(c *streamcore.Stream) any { return &Stream{c: c} }
 }
 
 // Header returns the (prog, vers, proc, serial) of the call that opened the
 // stream, with type STREAM.
-func (s *Stream) Header() frame.Header {
-	h := s.cfg.Header
-	h.Type = frame.TypeStream
-	return h
-}
+func (s *Stream) Header() frame.Header { return s.c.Header() }
 
 // Sparse reports whether the stream carries holes.
-func (s *Stream) Sparse() bool { return s.cfg.Sparse }
+func (s *Stream) Sparse() bool { return s.c.Sparse() }
+
+// CanWrite and CanRead report the directions this side uses.
+func (s *Stream) CanWrite() bool { return s.c.Sends() }
+
+// CanRead reports whether this side receives data.
+func (s *Stream) CanRead() bool { return s.c.Receives() }
 
 // BytesSent is the number of data bytes handed to the connection so far.
-func (s *Stream) BytesSent() int64 { return s.sentBytes.Load() }
+func (s *Stream) BytesSent() int64 { return s.c.BytesSent() }
 
 // BytesReceived is the number of data bytes received so far (holes not
 // counted).
-func (s *Stream) BytesReceived() int64 { return s.recvBytes.Load() }
+func (s *Stream) BytesReceived() int64 { return s.c.BytesReceived() }
 
 // Buffered is the number of received data bytes not yet read.
-func (s *Stream) Buffered() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.inBytes
-}
+func (s *Stream) Buffered() int { return s.c.Buffered() }
 
 // MaxBuffered is the most data the stream ever held unread. In native mode
 // it never exceeds BufferLimit.
-func (s *Stream) MaxBuffered() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.maxIn
-}
+func (s *Stream) MaxBuffered() int { return s.c.MaxBuffered() }
 
 // BufferLimit bounds the bytes in flight plus buffered unread (native
 // mode): a paused reader never holds more.
-func (s *Stream) BufferLimit() int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.bufLimit()
-}
+func (s *Stream) BufferLimit() int64 { return s.c.BufferLimit() }
 
 // Window is the current receive window (native mode).
-func (s *Stream) Window() int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.window
+func (s *Stream) Window() int64 { return s.c.Window() }
+
+// Write sends p as stream data. It returns once p is queued; flow control
+// blocks it while the receiver is behind, until the write deadline. A
+// zero-length Write sends nothing.
+func (s *Stream) Write(p []byte) (int, error) { return s.c.Write(p) }
+
+// ReadFrom sends everything r yields until io.EOF, reading straight into
+// frame buffers. On a sparse stream whose source is a file, the file's holes
+// are sent as holes (found with SEEK_DATA/SEEK_HOLE) and never read.
+// It does not finish the stream: call Close for that.
+func (s *Stream) ReadFrom(r io.Reader) (int64, error) { return s.c.ReadFrom(r) }
+
+// WriteHole sends a hole of n bytes: the receiver reads it as n zero bytes,
+// or skips over it in a destination that can seek. The stream must be
+// sparse. It returns when ctx ends if the hole cannot be queued before.
+func (s *Stream) WriteHole(ctx context.Context, n int64) error { return s.c.WriteHole(ctx, n) }
+
+// Read reads stream data; holes read as zeros. It returns io.EOF after the
+// sender finished, or the peer's error if it aborted.
+func (s *Stream) Read(p []byte) (int, error) { return s.c.Read(p) }
+
+// WriteTo writes the stream's data to w until the sender finishes. Holes are
+// skipped with Seek when w is an io.Seeker (a trailing hole extends w with
+// Truncate when w has it, else with one written zero byte), and written as
+// zeros otherwise. If w fails, the stream is aborted with w's error, which
+// the sender's Close returns.
+func (s *Stream) WriteTo(w io.Writer) (int64, error) { return s.c.WriteTo(w) }
+
+// Close finishes the stream and returns its outcome; see the package
+// documentation. It is Finish without a deadline.
+func (s *Stream) Close() error { return s.c.Close() }
+
+// Finish is Close with a context bounding the wait for the peer's verdict.
+// If ctx ends first, the stream is aborted and ctx's error returned.
+func (s *Stream) Finish(ctx context.Context) error { return s.c.Finish(ctx) }
+
+// CloseWrite finishes the direction this side sends on without waiting for
+// the verdict, and keeps reading; Close later returns the verdict. In
+// compat mode a client's CloseWrite finishes the whole stream for a
+// libvirt server (libvirt has no half-close for clients).
+func (s *Stream) CloseWrite() error { return s.c.CloseWrite() }
+
+// CloseWithError aborts the stream: queued data is dropped and the peer is
+// told err (as a *frame.Error it can inspect; in compat mode a libvirt
+// client's abort carries no error, as libvirt's does). Local reads and
+// writes then fail. It returns nil, or the peer's error if it had already
+// failed. A nil err aborts without a reason.
+func (s *Stream) CloseWithError(err error) error { return s.c.CloseWithError(err) }
+
+// SetReadDeadline bounds Read and WriteTo: once t passes they return
+// os.ErrDeadlineExceeded (the stream stays usable). A zero t means none.
+func (s *Stream) SetReadDeadline(t time.Time) error {
+	s.c.SetReadDeadline(t)
+	return nil
 }
 
-// Unhold lets queued frames go out: the connection calls it once the reply
-// that opened the stream is queued.
-func (s *Stream) Unhold() {
-	s.mu.Lock()
-	s.held = false
-	sched := len(s.outq) > 0 && !s.scheduled
-	if sched {
-		s.scheduled = true
-	}
-	s.mu.Unlock()
-	if sched {
-		s.link.Schedule(s)
-	}
+// SetWriteDeadline bounds Write, ReadFrom and WriteHole likewise.
+func (s *Stream) SetWriteDeadline(t time.Time) error {
+	s.c.SetWriteDeadline(t)
+	return nil
 }
 
-// Fail ends the stream because its connection failed: every waiter returns
-// err. Queued frames are dropped.
-func (s *Stream) Fail(err error) {
-	s.mu.Lock()
-	if s.rerr == nil {
-		s.rerr = err
-	}
-	s.dropQueueLocked()
-	s.released = true
-	s.sendCond.Broadcast()
-	s.recvCond.Broadcast()
-	s.mu.Unlock()
-}
-
-// release unregisters the stream once; call without s.mu held.
-func (s *Stream) release() {
-	s.mu.Lock()
-	done := s.released
-	s.released = true
-	s.mu.Unlock()
-	if !done {
-		s.link.Release(s)
-	}
-}
-
-// Budget bounds the receive windows of all streams of a connection above
-// their initial size.
-type Budget struct{ left atomic.Int64 }
-
-// NewBudget returns a budget of n bytes.
-func NewBudget(n int64) *Budget {
-	b := new(Budget)
-	b.left.Store(n)
-	return b
-}
-
-func (b *Budget) take(n int64) bool {
-	if b == nil {
-		return true
-	}
-	if b.left.Add(-n) < 0 {
-		b.left.Add(n)
-		return false
-	}
-	return true
-}
-
-func (b *Budget) give(n int64) {
-	if b != nil && n > 0 {
-		b.left.Add(n)
-	}
+// SetDeadline sets both deadlines.
+func (s *Stream) SetDeadline(t time.Time) error {
+	s.c.SetReadDeadline(t)
+	s.c.SetWriteDeadline(t)
+	return nil
 }

@@ -33,7 +33,10 @@
 // TLS 1.3 is the minimum unless a config sets MinVersion.
 // [LoadLibvirtServerConfig] and [LoadLibvirtClientConfig] read libvirt's
 // PKI files, with the client certificate required and verified as libvirtd
-// does.
+// does. [TLSOptions].AllowedDNs narrows the clients a listener accepts to
+// subject DNs matching libvirt-style patterns (tls_allowed_dn_list, '*' and
+// '?'); a refused client's handshake fails with a [*DNError] that names the
+// DN. `go run ./examples/pki -dir DIR` makes a PKI in libvirt's layout.
 //
 // After the TLS handshake a libvirt server checks the client certificate
 // and, if it accepts the client, sends one byte, 0x01; anything else, or

@@ -28,6 +28,15 @@ type TLSOptions struct {
 	// DialTLS waits for that byte; connections from ListenTLS send it right
 	// after their handshake (see [LibvirtServerConn]).
 	LibvirtAck bool
+
+	// AllowedDNs, on a listener, accepts only clients whose verified
+	// certificate's subject DN matches one of these patterns (libvirtd's
+	// tls_allowed_dn_list; see [AllowDNs]); the handshake of any other
+	// fails with a [*DNError] naming the DN. Nil allows every verified
+	// client; an empty, non-nil list allows none. The Config must verify
+	// client certificates (tls.RequireAndVerifyClientCert). Ignored by
+	// DialTLS.
+	AllowedDNs []string
 }
 
 func (o *TLSOptions) orZero() *TLSOptions {
@@ -121,6 +130,10 @@ func ListenTLS(ctx context.Context, network, addr string, opts *TLSOptions) (net
 	if err != nil {
 		return nil, err
 	}
+	if opts.AllowedDNs != nil && cfg.ClientAuth != tls.RequireAndVerifyClientCert {
+		return nil, errors.New("transport: TLSOptions.AllowedDNs needs Config.ClientAuth = tls.RequireAndVerifyClientCert")
+	}
+	withAllowedDNs(cfg, opts.AllowedDNs)
 	var ln net.Listener
 	switch network {
 	case "tcp", "tcp4", "tcp6":

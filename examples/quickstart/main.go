@@ -12,6 +12,7 @@ import (
 
 	"github.com/virtrpc/virtrpc/internal/testcert"
 	"github.com/virtrpc/virtrpc/rpc"
+	"github.com/virtrpc/virtrpc/stream"
 	"github.com/virtrpc/virtrpc/transport"
 )
 
@@ -24,7 +25,7 @@ func main() {
 		return []byte("hello, " + string(req.Payload)), nil
 	})
 	mux.Handle(upload, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
-		st, err := req.Stream(nil)
+		st, err := req.Stream(stream.Upload, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -44,7 +45,7 @@ func main() {
 	c := must(rpc.Client(ctx, nc, nil))
 	defer c.Close()
 	fmt.Println(string(must(c.Call(ctx, greet, []byte("world")))), "in", c.Mode(), "mode")
-	st, _, err := c.OpenStream(ctx, upload, nil, nil)
+	st, _, err := c.OpenStream(ctx, upload, nil, stream.Upload, nil)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -48,9 +48,11 @@
 // carrying the field path and wrapping ErrShort, ErrTooLong, ErrBadBool,
 // ErrTrailing or ErrTooDeep. Non-zero padding is accepted.
 //
-// The multiple is the Go size of an element over its smallest encoding. A
+// The multiple is the Go size of an element over its smallest encoding:
+// 2× for an array of absent optionals (8-byte pointers for 4-byte bools),
+// 4× for a []string of empty strings (16-byte string headers for 4-byte
+// lengths), 6× for an array of empty arrays (24-byte slice headers). A
 // []string is decoded in one allocation for the slice and one for all its
-// bytes (the strings share it), so it costs 16 bytes per element (Go's
-// string header) plus the string bytes: at most 4× the input, for a list of
-// empty strings. Bound counts a peer controls with `xdr:"max=N"`.
+// bytes, which the strings share: never one allocation per string. Bound
+// counts a peer controls with `xdr:"max=N"`.
 package xdr

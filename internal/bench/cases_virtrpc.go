@@ -73,7 +73,7 @@ func newVirtrpcSession(ctx context.Context, e *env, neg rpc.Negotiation, calls b
 		if err != nil {
 			return nil, err
 		}
-		st, err := req.Stream(nil)
+		st, err := req.Stream(stream.Upload, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -148,7 +148,7 @@ func (s *virtrpcSession) open(id int, rc *counter) (sender, error) {
 		}
 		return &callSender{s: s, id: idb, proc: chunkProc(id)}, nil
 	}
-	st, _, err := s.cli.OpenStream(context.Background(), uploadProc, idb, nil)
+	st, _, err := s.cli.OpenStream(context.Background(), uploadProc, idb, stream.Upload, nil)
 	if err != nil {
 		return nil, err
 	}

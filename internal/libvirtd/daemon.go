@@ -14,8 +14,9 @@
 // directories of its own are bind-mounted over those two: daemons of parallel
 // tests never meet, nothing on the host is written but an empty /run/libvirt
 // mount point, and no pool the host defines is autostarted. Where a mount
-// namespace cannot be made (no CAP_SYS_ADMIN), daemons run one at a time
-// behind a lock file instead.
+// namespace cannot be made (no CAP_SYS_ADMIN), the tests skip, or fail under
+// VIRTRPC_REQUIRE_PEERS=1: daemons sharing /run/libvirt cannot run side by
+// side, and parallel tests waiting for one another's daemon would deadlock.
 package libvirtd
 
 import (
@@ -62,6 +63,11 @@ func Require(t testing.TB) (libvirtd, virsh string) {
 	if len(missing) == 0 && os.Geteuid() != 0 {
 		missing = append(missing, "root (the storage:///system driver runs in a privileged libvirtd)")
 	}
+	if len(missing) == 0 {
+		if err := mountNamespaceWorks(); err != nil {
+			missing = append(missing, "a private mount namespace for each daemon's /run/libvirt ("+err.Error()+")")
+		}
+	}
 	if len(missing) > 0 {
 		msg := "real libvirtd not available: missing " + strings.Join(missing, ", ")
 		if requirePeers() {
@@ -94,6 +100,13 @@ type Options struct {
 	// CONNECT_SUPPORTS_FEATURE(VIR_DRV_FEATURE_PROGRAM_KEEPALIVE).
 	KeepaliveInterval int
 	KeepaliveCount    int
+	// SASL, if not nil, makes the daemon authenticate clients with Cyrus
+	// SASL, on its unix socket and on TLS.
+	SASL *SASLOptions
+	// TLSDir, if set, is a PKI directory in libvirt's layout (servercert.pem,
+	// serverkey.pem, cacert.pem): the daemon listens on TLS at 127.0.0.1 and
+	// a free port too (Daemon.TLSAddr), verifying client certificates.
+	TLSDir string
 	// LogKeepalive logs libvirtd's keepalive probes (RPC_KEEPALIVE_SEND,
 	// RPC_KEEPALIVE_RECEIVED, ...) at info level, so a test can count the
 	// pings the daemon sent and the pongs it got.
@@ -107,11 +120,13 @@ type Daemon struct {
 	Log    string // libvirtd's log file
 	PID    int
 
+	// TLSAddr is the daemon's TLS address when Options.TLSDir is set.
+	TLSAddr string
+
 	virsh    string
 	cmd      *exec.Cmd
 	exited   chan struct{}
 	waitErr  error
-	unlock   func()
 	stopOnce sync.Once
 	stopErr  error
 }
@@ -168,9 +183,18 @@ func Start(t testing.TB, opts *Options) *Daemon {
 	conf := fmt.Sprintf(`listen_tls = 0
 listen_tcp = 0
 unix_sock_dir = %q
-auth_unix_rw = "none"
-auth_unix_ro = "none"
-`, filepath.Join(dir, "run"))
+auth_unix_rw = %[2]q
+auth_unix_ro = %[2]q
+`, filepath.Join(dir, "run"), authOf(opts))
+	var env []string
+	if opts.SASL != nil {
+		env = setupSASL(t, dir, opts.SASL)
+	}
+	if opts.TLSDir != "" {
+		var tc string
+		tc, d.TLSAddr = tlsConf(t, opts.TLSDir, authOf(opts))
+		conf = strings.Replace(conf, "listen_tls = 0\n", tc, 1)
+	}
 	if opts.KeepaliveInterval != 0 {
 		conf += fmt.Sprintf("keepalive_interval = %d\n", opts.KeepaliveInterval)
 	}
@@ -194,29 +218,26 @@ auth_unix_ro = "none"
 	}
 	defer stderr.Close()
 
-	args := []string{"-f", confPath, "-p", pidPath}
-	if nsErr := mountNamespaceWorks(); nsErr == nil {
-		// sh does the bind mounts inside the new namespace, then becomes
-		// libvirtd (exec), so the PID we hold is libvirtd's.
-		script := `set -e
+	// sh does the bind mounts inside the new namespace, then becomes
+	// libvirtd (exec), so the PID we hold is libvirtd's.
+	script := `set -e
 mkdir -p /run/libvirt /etc/libvirt
 mount --bind "$1/state/run" /run/libvirt
 mount --bind "$1/state/etc" /etc/libvirt
 shift
 exec "$@"`
-		d.cmd = exec.Command("/bin/sh", append([]string{"-c", script, "sh", dir, bin}, args...)...)
-		d.cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
-	} else {
-		t.Logf("libvirtd: %v; daemons run one at a time, sharing /run/libvirt", nsErr)
-		d.unlock = lockHost(t)
-		d.cmd = exec.Command(bin, args...)
-	}
+	d.cmd = exec.Command("/bin/sh", "-c", script, "sh", dir, bin, "-f", confPath, "-p", pidPath)
+	// Pdeathsig: a test binary killed by -timeout takes its daemons along.
+	d.cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGTERM}
 	d.cmd.Env = append(os.Environ(), "LIBVIRT_DRIVER_DIR="+filepath.Join(dir, "drivers"))
+	d.cmd.Env = append(d.cmd.Env, env...)
 	d.cmd.Dir = dir
 	d.cmd.Stdout = stderr
 	d.cmd.Stderr = stderr
+	if opts.TLSDir != "" {
+		d.cmd.Args = append(d.cmd.Args, "--listen")
+	}
 	if err := d.cmd.Start(); err != nil {
-		d.release()
 		t.Fatalf("start libvirtd: %v", err)
 	}
 	d.PID = d.cmd.Process.Pid
@@ -235,7 +256,18 @@ exec "$@"`
 	if err := d.waitReady(15 * time.Second); err != nil {
 		t.Fatalf("libvirtd did not come up: %v\nstderr: %s\nlog:\n%s", err, d.readFile("stderr"), d.LogText())
 	}
+	if err := d.waitTLS(15 * time.Second); err != nil {
+		t.Fatalf("libvirtd's TLS port did not come up: %v\nlog:\n%s", err, d.LogText())
+	}
 	return d
+}
+
+// authOf is the auth_unix_rw and auth_tls setting for opts.
+func authOf(opts *Options) string {
+	if opts.SASL != nil {
+		return "sasl"
+	}
+	return "none"
 }
 
 // waitReady waits until the socket accepts a connection.
@@ -261,7 +293,6 @@ func (d *Daemon) waitReady(timeout time.Duration) error {
 // returns an error if libvirtd did not exit cleanly.
 func (d *Daemon) Stop() error {
 	d.stopOnce.Do(func() {
-		defer d.release()
 		select {
 		case <-d.exited:
 			d.stopErr = fmt.Errorf("libvirtd (pid %d) had exited by itself: %v", d.PID, d.waitErr)
@@ -282,13 +313,6 @@ func (d *Daemon) Stop() error {
 		}
 	})
 	return d.stopErr
-}
-
-func (d *Daemon) release() {
-	if d.unlock != nil {
-		d.unlock()
-		d.unlock = nil
-	}
 }
 
 // Exited is closed when the libvirtd process has ended.
@@ -355,26 +379,4 @@ next:
 		lines = append(lines, sc.Text())
 	}
 	return lines
-}
-
-// hostLock serialises daemons within this process when they must share
-// /run/libvirt; the file lock does it between processes.
-var hostLock sync.Mutex
-
-func lockHost(t testing.TB) func() {
-	hostLock.Lock()
-	f, err := os.OpenFile(filepath.Join(os.TempDir(), "virtrpc-libvirtd.lock"), os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		hostLock.Unlock()
-		t.Fatal(err)
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		hostLock.Unlock()
-		t.Fatal(err)
-	}
-	return func() {
-		_ = f.Close()
-		hostLock.Unlock()
-	}
 }

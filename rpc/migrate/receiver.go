@@ -307,5 +307,5 @@ func (r *Receiver) outcome(req *rpc.Request, abort bool) ([]byte, error) {
 // acceptTunnel opens the stream of a TUNNEL call (the one place the
 // destination opens streams).
 func acceptTunnel(req *rpc.Request, sparse bool) (*stream.Stream, error) {
-	return req.Stream(&stream.Options{Sparse: sparse})
+	return req.Stream(stream.Upload, &stream.Options{Sparse: sparse}) // the source sends
 }

@@ -329,7 +329,7 @@ func (o *Outgoing) openTunnel(ctx context.Context, i uint32, sparse bool) (*stre
 	if err != nil {
 		return nil, err
 	}
-	st, _, err := o.conn.OpenStream(ctx, ProcTunnel, args, &stream.Options{Sparse: sparse})
+	st, _, err := o.conn.OpenStream(ctx, ProcTunnel, args, stream.Upload, &stream.Options{Sparse: sparse})
 	return st, err
 }
 

@@ -1,4 +1,4 @@
-package stream
+package streamcore
 
 import (
 	"io"
@@ -38,7 +38,7 @@ func (l *slowSendLink) SendFrame(msg []byte) {
 func TestConcurrentReceiverClosesBothSucceed(t *testing.T) {
 	for _, role := range []Role{Native, CompatServer} {
 		l := &slowSendLink{entered: make(chan struct{}), gate: make(chan struct{})}
-		s := New(l, Config{Header: hdr, Role: role, RecvWindow: 1 << 20, MaxWindow: 1 << 20})
+		s := New(l, Config{Header: hdr, Recv: true, Role: role, RecvWindow: 1 << 20, MaxWindow: 1 << 20})
 		require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusContinue, []byte("ten bytes!")))
 		require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusOK, nil))
 		_, err := io.ReadAll(s)
@@ -79,7 +79,7 @@ func (l *schedStallLink) Schedule(s *Stream) {
 // returned (it once said "consumed 10 of the 0 bytes").
 func TestWriteRacingCloseCountsItsBytes(t *testing.T) {
 	l := &schedStallLink{entered: make(chan struct{}), gate: make(chan struct{})}
-	s := New(l, Config{Header: hdr, Role: Native, ChunkSize: 64 << 10, SendCredit: 1 << 20, RecvWindow: 1 << 20})
+	s := New(l, Config{Header: hdr, Send: true, Role: Native, ChunkSize: 64 << 10, SendCredit: 1 << 20, RecvWindow: 1 << 20})
 	wrote := make(chan error, 1)
 	go func() { _, err := s.Write([]byte("ten bytes!")); wrote <- err }()
 	<-l.entered // data queued and written; Write has not counted it yet
@@ -98,13 +98,13 @@ func TestWriteRacingCloseCountsItsBytes(t *testing.T) {
 // a clean verdict.
 func TestUnreadHoleIsNotAcknowledged(t *testing.T) {
 	l := &fakeLink{}
-	s := New(l, Config{Header: hdr, Role: Native, Sparse: true, RecvWindow: 1 << 20, MaxWindow: 1 << 20})
+	s := New(l, Config{Header: hdr, Recv: true, Role: Native, Sparse: true, RecvWindow: 1 << 20, MaxWindow: 1 << 20})
 	require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusContinue, []byte("abc")))
 	require.NoError(t, feed(t, s, frame.TypeStreamHole, frame.StatusContinue, holePayload(1<<20)))
 	require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusOK, nil))
 	_, err := io.ReadFull(s, make([]byte, 3))
 	require.NoError(t, err)
-	require.NoError(t, s.Close())
+	require.ErrorIs(t, s.Close(), ErrReceiverClosed)
 	hs := l.frames(t)
 	require.NotEmpty(t, hs)
 	assert.Equal(t, frame.StatusError, hs[len(hs)-1].Status, "1 MiB of zeros left unread: an abort, not a verdict")
@@ -115,7 +115,7 @@ func TestUnreadHoleIsNotAcknowledged(t *testing.T) {
 func TestEarlyCloserLearnsItDroppedAnUpload(t *testing.T) {
 	t.Run("native", func(t *testing.T) {
 		l := &fakeLink{}
-		s := New(l, Config{Header: hdr, Role: Native, RecvWindow: 1 << 20, MaxWindow: 1 << 20})
+		s := New(l, Config{Header: hdr, Recv: true, Role: Native, RecvWindow: 1 << 20, MaxWindow: 1 << 20})
 		closed := make(chan error, 1)
 		go func() { closed <- s.Close() }()
 		require.Eventually(t, func() bool { return len(l.frames(t)) == 1 }, testTimeout, tick)
@@ -125,7 +125,7 @@ func TestEarlyCloserLearnsItDroppedAnUpload(t *testing.T) {
 	})
 	t.Run("compat server", func(t *testing.T) {
 		l := &fakeLink{}
-		s := New(l, Config{Header: hdr, Role: CompatServer})
+		s := New(l, Config{Header: hdr, Recv: true, Role: CompatServer})
 		closed := make(chan error, 1)
 		go func() { closed <- s.Close() }()
 		require.Eventually(t, func() bool { return len(l.frames(t)) == 1 }, testTimeout, tick)

@@ -1,4 +1,4 @@
-package stream
+package streamcore
 
 import (
 	"bytes"
@@ -80,7 +80,7 @@ func feed(t *testing.T, s *Stream, typ frame.Type, status frame.Status, payload 
 
 func TestNativeSenderWaitsForCredit(t *testing.T) {
 	l := &fakeLink{}
-	s := New(l, Config{Header: hdr, Role: Native, ChunkSize: 64 << 10, SendCredit: 128 << 10, RecvWindow: 1 << 20})
+	s := New(l, Config{Header: hdr, Send: true, Role: Native, ChunkSize: 64 << 10, SendCredit: 128 << 10, RecvWindow: 1 << 20})
 	done := make(chan error, 1)
 	go func() {
 		_, err := s.Write(make([]byte, 200<<10))
@@ -105,7 +105,7 @@ func TestNativeSenderWaitsForCredit(t *testing.T) {
 }
 
 func TestReceiverRejectsDataPastCredit(t *testing.T) {
-	s := New(&fakeLink{}, Config{Header: hdr, Role: Native, RecvWindow: 64 << 10, MaxWindow: 64 << 10, BufferLimit: 64 << 10})
+	s := New(&fakeLink{}, Config{Header: hdr, Recv: true, Role: Native, RecvWindow: 64 << 10, MaxWindow: 64 << 10, BufferLimit: 64 << 10})
 	require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusContinue, make([]byte, 64<<10)))
 	// Receiving the first window granted one more; the peer sends past it.
 	err := feed(t, s, frame.TypeStream, frame.StatusContinue, make([]byte, 64<<10+1))
@@ -115,7 +115,7 @@ func TestReceiverRejectsDataPastCredit(t *testing.T) {
 func TestReceiverGrantsAsItReads(t *testing.T) {
 	l := &fakeLink{}
 	const window = 64 << 10
-	s := New(l, Config{Header: hdr, Role: Native, RecvWindow: window, MaxWindow: window, BufferLimit: 4 * window})
+	s := New(l, Config{Header: hdr, Recv: true, Role: Native, RecvWindow: window, MaxWindow: window, BufferLimit: 4 * window})
 	// Data arriving grants credit up to the buffer limit, without a reader.
 	for range 4 {
 		require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusContinue, make([]byte, window)))
@@ -125,7 +125,7 @@ func TestReceiverGrantsAsItReads(t *testing.T) {
 }
 
 func TestHolesMergeAndReadAsZeros(t *testing.T) {
-	s := New(&fakeLink{}, Config{Header: hdr, Role: Native, Sparse: true, RecvWindow: 1 << 20, MaxWindow: 1 << 20})
+	s := New(&fakeLink{}, Config{Header: hdr, Recv: true, Role: Native, Sparse: true, RecvWindow: 1 << 20, MaxWindow: 1 << 20})
 	hole := func(n int64) []byte { b := make([]byte, 12); frame.PutHole(b, n, 0); return b }
 	require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusContinue, []byte("ab")))
 	require.NoError(t, feed(t, s, frame.TypeStreamHole, frame.StatusContinue, hole(3)))
@@ -139,13 +139,13 @@ func TestHolesMergeAndReadAsZeros(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, []byte("ab\x00\x00\x00\x00\x00cd"), got)
 
-	notSparse := New(&fakeLink{}, Config{Header: hdr, Role: Native, RecvWindow: 1 << 20})
+	notSparse := New(&fakeLink{}, Config{Header: hdr, Recv: true, Role: Native, RecvWindow: 1 << 20})
 	require.ErrorIs(t, feed(t, notSparse, frame.TypeStreamHole, frame.StatusContinue, hole(3)), ErrNotSparse)
 }
 
 func TestCompatServerSenderEndsWithEmptyContinue(t *testing.T) {
 	l := &fakeLink{}
-	s := New(l, Config{Header: hdr, Role: CompatServer})
+	s := New(l, Config{Header: hdr, Send: true, Role: CompatServer})
 	_, err := s.Write([]byte("data"))
 	require.NoError(t, err)
 	closed := make(chan error, 1)
@@ -163,9 +163,9 @@ func TestCompatServerSenderEndsWithEmptyContinue(t *testing.T) {
 
 func TestReceiverCloseBeforeTheEndAborts(t *testing.T) {
 	l := &fakeLink{}
-	s := New(l, Config{Header: hdr, Role: Native, RecvWindow: 1 << 20, MaxWindow: 1 << 20})
+	s := New(l, Config{Header: hdr, Recv: true, Role: Native, RecvWindow: 1 << 20, MaxWindow: 1 << 20})
 	require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusContinue, []byte("partial")))
-	require.NoError(t, s.Close())
+	require.ErrorIs(t, s.Close(), ErrReceiverClosed)
 	hs := l.frames(t)
 	require.Len(t, hs, 1)
 	assert.Equal(t, frame.StatusError, hs[0].Status)
@@ -174,7 +174,7 @@ func TestReceiverCloseBeforeTheEndAborts(t *testing.T) {
 }
 
 func TestPeerErrorReachesReaderAndWriter(t *testing.T) {
-	s := New(&fakeLink{}, Config{Header: hdr, Role: Native, SendCredit: 1 << 20, RecvWindow: 1 << 20})
+	s := New(&fakeLink{}, Config{Header: hdr, Send: true, Recv: true, Role: Native, SendCredit: 1 << 20, RecvWindow: 1 << 20})
 	require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusError, frame.EncodeError(frame.NewError(38, "no space left"))))
 	_, err := s.Read(make([]byte, 1))
 	var fe *frame.Error
@@ -184,7 +184,7 @@ func TestPeerErrorReachesReaderAndWriter(t *testing.T) {
 	require.ErrorAs(t, err, &fe)
 	require.ErrorAs(t, s.Close(), &fe)
 
-	empty := New(&fakeLink{}, Config{Header: hdr, Role: CompatServer})
+	empty := New(&fakeLink{}, Config{Header: hdr, Recv: true, Role: CompatServer})
 	require.NoError(t, feed(t, empty, frame.TypeStream, frame.StatusError, nil))
 	_, err = empty.Read(make([]byte, 1))
 	require.ErrorIs(t, err, ErrAborted)
@@ -192,7 +192,7 @@ func TestPeerErrorReachesReaderAndWriter(t *testing.T) {
 
 func TestFinishContextAborts(t *testing.T) {
 	l := &fakeLink{}
-	s := New(l, Config{Header: hdr, Role: Native, SendCredit: 1 << 20})
+	s := New(l, Config{Header: hdr, Send: true, Role: Native, SendCredit: 1 << 20})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	err := s.Finish(ctx)

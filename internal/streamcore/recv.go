@@ -1,6 +1,7 @@
-package stream
+package streamcore
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -44,14 +45,12 @@ func (s *Stream) HandleFrame(h frame.Header, fr *frame.Reader) error {
 		if err != nil {
 			return err
 		}
-		s.recvHole(length)
-		return nil
+		return s.recvHole(length)
 	}
 	switch h.Status {
 	case frame.StatusContinue:
 		if n == 0 {
-			s.peerFinished() // libvirtd's end-of-data marker
-			return nil
+			return s.gotEmptyContinue() // libvirtd's end-of-data marker
 		}
 		return s.recvData(fr, n)
 	case frame.StatusOK:
@@ -59,8 +58,7 @@ func (s *Stream) HandleFrame(h frame.Header, fr *frame.Reader) error {
 			if err := fr.Discard(); err != nil { // libvirt's OK is empty
 				return err
 			}
-			s.gotOK(false, 0)
-			return nil
+			return s.gotOK(false, 0)
 		}
 		var p [frame.VerdictPayloadSize]byte
 		if n != len(p) {
@@ -82,16 +80,26 @@ func (s *Stream) HandleFrame(h frame.Header, fr *frame.Reader) error {
 	return fmt.Errorf("stream frame with unknown status %s", h.Status)
 }
 
+// recvCheckLocked is why data (or a hole) of n bytes may not arrive now:
+// against the declared direction, after the peer's finish, or past the
+// credit granted.
+func (s *Stream) recvCheckLocked(n int) error {
+	switch {
+	case s.recv == recvNone:
+		return fmt.Errorf("%w: stream data toward a side that only sends", ErrDirection)
+	case s.recv != recvOpen:
+		return errors.New("stream data after the sender's finish")
+	case s.cfg.Role == Native && s.received+int64(n) > s.recvLimit:
+		return fmt.Errorf("peer sent %d bytes past its credit (granted %d, had sent %d)", s.received+int64(n)-s.recvLimit, s.recvLimit, s.received)
+	}
+	return nil
+}
+
 func (s *Stream) recvData(fr *frame.Reader, n int) error {
 	s.mu.Lock()
-	if s.cfg.Role == Native && s.received+int64(n) > s.recvLimit {
-		lim, got := s.recvLimit, s.received
+	if err := s.recvCheckLocked(n); err != nil {
 		s.mu.Unlock()
-		return fmt.Errorf("peer sent %d bytes past its credit (granted %d, had sent %d)", got+int64(n)-lim, lim, got)
-	}
-	if s.eof {
-		s.mu.Unlock()
-		return errors.New("stream data after the sender's finish")
+		return err
 	}
 	s.received += int64(n)
 	s.mu.Unlock()
@@ -104,11 +112,22 @@ func (s *Stream) recvData(fr *frame.Reader, n int) error {
 	s.recvBytes.Add(int64(n))
 
 	s.mu.Lock()
-	if s.lerr != nil || s.rerr != nil {
-		// Closed or aborted locally: late data is dropped, but still counts
-		// as consumed so the sender is not left waiting for credit.
-		s.mu.Unlock()
+	if s.aborted != nil || s.rerr != nil {
+		s.mu.Unlock() // aborted: late data is dropped
 		putBuf(buf)
+		return nil
+	}
+	var grant int64
+	if s.discard {
+		// The reader is gone: drop it, and let the sender go on to its
+		// finish (the verdict tells it what was consumed).
+		s.dropped += int64(n)
+		putBuf(buf)
+		grant = s.grantLocked()
+		s.mu.Unlock()
+		if grant > 0 {
+			s.link.SendCredit(s.cfg.Header.Serial, uint64(grant), false)
+		}
 		return nil
 	}
 	if t := s.tailWithRoom(n); t != nil {
@@ -122,11 +141,9 @@ func (s *Stream) recvData(fr *frame.Reader, n int) error {
 	}
 	s.inBytes += n
 	s.maxIn = max(s.maxIn, s.inBytes)
-	s.gotData = true
 	s.recvCond.Broadcast()
-	var grant int64
 	if s.cfg.Role != Native {
-		for s.inBytes > s.cfg.CompatLimit && s.lerr == nil && s.rerr == nil {
+		for s.inBytes > s.cfg.CompatLimit && s.aborted == nil && s.rerr == nil && !s.discard {
 			s.recvCond.Wait()
 		}
 	} else {
@@ -159,14 +176,14 @@ func (s *Stream) tailWithRoom(n int) *chunk {
 	return nil
 }
 
-func (s *Stream) recvHole(length int64) {
-	if length == 0 {
-		return
-	}
+func (s *Stream) recvHole(length int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.lerr != nil || s.rerr != nil {
-		return
+	if err := s.recvCheckLocked(0); err != nil {
+		return err
+	}
+	if length == 0 || s.aborted != nil || s.rerr != nil || s.discard {
+		return nil
 	}
 	// Merge with a trailing hole so a flood of holes cannot grow the queue.
 	if k := len(s.inq); k > 0 && s.inq[k-1].buf == nil && s.inq[k-1].hole <= math.MaxInt64-length {
@@ -175,126 +192,8 @@ func (s *Stream) recvHole(length int64) {
 		s.inq = append(s.inq, chunk{hole: length})
 		s.holesUnread++
 	}
-	s.gotData = true
 	s.recvCond.Broadcast()
-}
-
-func (s *Stream) peerFinished() {
-	s.mu.Lock()
-	s.eof = true
-	if s.finSent && !s.verdict && s.lerr == nil && s.rerr == nil && s.sentAny {
-		// We were sending and had finished; the peer ended its side
-		// instead of answering: it did not read our data.
-		s.rerr = ErrPeerFinished
-	}
-	s.recvCond.Broadcast()
-	s.sendCond.Broadcast()
-	s.mu.Unlock()
-}
-
-// gotOK handles STREAM/OK: the verdict on our finish, or the peer's finish.
-// In native mode a verdict carries the bytes the receiver consumed, and a
-// finish nothing; compat mode tells them apart by who finished first.
-func (s *Stream) gotOK(isVerdict bool, consumed uint64) error {
-	s.mu.Lock()
-	if isVerdict && !s.finSent {
-		s.mu.Unlock()
-		return errors.New("stream verdict without a finish")
-	}
-	if s.cfg.Role == Native && s.finSent && !isVerdict && s.lerr == nil {
-		// Both sides finished at once: the peer's finish crossed ours.
-		// Nothing we sent was lost only if we sent nothing.
-		s.eof = true
-		s.verdict = !s.sentAny
-		switch {
-		case s.rerr != nil:
-		case !s.verdict:
-			s.rerr = ErrPeerFinished
-		case s.gotData:
-			s.rerr = ErrReceiverClosed // data came after our finish, unread
-		}
-		s.sendCond.Broadcast()
-		s.recvCond.Broadcast()
-		s.mu.Unlock()
-		return nil
-	}
-	if isVerdict && s.lerr == nil && s.rerr == nil && consumed != uint64(s.sentBytes.Load()) {
-		s.rerr = fmt.Errorf("%w: the receiver consumed %d of the %d bytes sent", ErrIncomplete, consumed, s.sentBytes.Load())
-		s.sendCond.Broadcast()
-		s.mu.Unlock()
-		return nil
-	}
-	if s.cfg.Role == CompatServer && s.finSent && s.gotData && !s.sentAny && s.lerr == nil && s.rerr == nil {
-		// Our end-of-data marker of an empty send crossed the client's
-		// upload: this OK is its finish, and the data was not read. Tell
-		// it so, as libvirtd reports a failed upload.
-		s.eof, s.verdict = true, true
-		s.rerr = ErrReceiverClosed // for our Close: it dropped an upload
-		s.sendCond.Broadcast()
-		s.recvCond.Broadcast()
-		s.mu.Unlock()
-		s.sendOOB(frame.StatusError, encodeAbort(ErrReceiverClosed))
-		return nil
-	}
-	if s.finSent {
-		s.verdict = true
-		ack := s.cfg.Role == CompatServer && !s.eof && s.lerr == nil
-		aborted := s.lerr != nil
-		s.eof = true
-		s.sendCond.Broadcast()
-		s.recvCond.Broadcast()
-		s.mu.Unlock()
-		if ack {
-			// libvirtd answers the client's OK to its end-of-data marker.
-			s.sendOOB(frame.StatusOK, nil)
-		}
-		if aborted {
-			s.release() // the ack of our abort: nothing more will come
-		}
-		return nil
-	}
-	s.eof = true
-	s.recvCond.Broadcast()
-	s.sendCond.Broadcast() // a writer waiting for credit learns the peer finished
-	s.mu.Unlock()
 	return nil
-}
-
-// gotError handles STREAM/ERROR: the peer aborted, or failed.
-func (s *Stream) gotError(payload []byte) {
-	var err error = ErrAborted
-	if len(payload) > 0 {
-		if e, derr := frame.DecodeError(payload); derr == nil {
-			err = e
-		} else {
-			err = fmt.Errorf("%w (undecodable error payload: %v)", ErrAborted, derr)
-		}
-	}
-	s.mu.Lock()
-	already := s.rerr != nil
-	if !already {
-		s.rerr = err
-	}
-	local := s.lerr != nil
-	s.dropQueueLocked()
-	for _, c := range s.inq {
-		putBuf(c.buf) // Read returns the error first: nobody reads these
-	}
-	s.inq, s.inBytes = nil, 0
-	s.sendCond.Broadcast()
-	s.recvCond.Broadcast()
-	s.mu.Unlock()
-	if s.cfg.Role == CompatServer && !already && !local {
-		// libvirtd acknowledges a client's abort with STREAM/OK.
-		s.mu.Lock()
-		s.finSent = true
-		s.mu.Unlock()
-		s.sendOOB(frame.StatusOK, nil)
-	}
-	// Nothing more comes from a peer that aborted (a libvirt client waits
-	// for the ack just sent): release now, so a stream whose user stops at
-	// the error without Close does not stay registered with its buffers.
-	s.release()
 }
 
 // next returns the next chunk for the reader, waiting for one. It returns
@@ -303,11 +202,11 @@ func (s *Stream) next() (chunk, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for {
-		if s.lerr != nil {
-			return chunk{}, s.lerr
+		if err := s.recvErrLocked(); err != nil {
+			return chunk{}, err
 		}
-		if s.rerr != nil {
-			return chunk{}, s.rerr
+		if err := interrupted(context.Background(), s.rdl); err != nil {
+			return chunk{}, err
 		}
 		if len(s.inq) > 0 {
 			c := s.inq[0]
@@ -316,11 +215,26 @@ func (s *Stream) next() (chunk, error) {
 			s.inq = s.inq[:len(s.inq)-1]
 			return c, nil
 		}
-		if s.eof {
+		if s.recv != recvOpen {
 			return chunk{}, io.EOF
 		}
 		s.recvCond.Wait()
 	}
+}
+
+// recvErrLocked is why the reader cannot read now, or nil.
+func (s *Stream) recvErrLocked() error {
+	switch {
+	case s.aborted != nil:
+		return s.aborted
+	case s.closed:
+		return ErrClosed
+	case s.rerr != nil:
+		return s.rerr
+	case s.recv == recvNone:
+		return fmt.Errorf("%w: this side only sends", ErrDirection)
+	}
+	return nil
 }
 
 func (s *Stream) holeRead() {
@@ -354,7 +268,7 @@ func (s *Stream) consume(n int) {
 // consumed, means a consumer that is briefly not scheduled does not stall
 // the sender.
 func (s *Stream) grantLocked() int64 {
-	if s.lerr != nil || s.rerr != nil || s.eof {
+	if s.aborted != nil || s.rerr != nil || s.recv != recvOpen {
 		return 0
 	}
 	if s.cfg.Target != nil {
@@ -367,7 +281,7 @@ func (s *Stream) grantLocked() int64 {
 			s.window = want
 		}
 	}
-	limit := min(s.received+s.window, s.consumed+s.bufLimit())
+	limit := min(s.received+s.window, s.consumed+s.dropped+s.bufLimit())
 	if grant := limit - s.recvLimit; grant >= s.grantStep() {
 		s.recvLimit = limit
 		return grant
@@ -390,8 +304,11 @@ func (s *Stream) bufLimit() int64 { return max(4*s.window, s.cfg.BufferLimit) }
 func (s *Stream) localErr() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.lerr != nil {
-		return s.lerr
+	switch {
+	case s.aborted != nil:
+		return s.aborted
+	case s.closed:
+		return ErrClosed
 	}
 	return nil
 }

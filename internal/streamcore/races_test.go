@@ -1,4 +1,4 @@
-package stream
+package streamcore
 
 import (
 	"bytes"
@@ -27,7 +27,7 @@ func holePayload(n int64) []byte {
 // Two holes whose lengths add up past MaxInt64 stay two holes: merged, they
 // would turn negative and Read would slice with a negative length.
 func TestHolesThatWouldOverflowStaySeparate(t *testing.T) {
-	s := New(&fakeLink{}, Config{Header: hdr, Role: Native, Sparse: true, RecvWindow: 1 << 20, MaxWindow: 1 << 20})
+	s := New(&fakeLink{}, Config{Header: hdr, Recv: true, Role: Native, Sparse: true, RecvWindow: 1 << 20, MaxWindow: 1 << 20})
 	require.NoError(t, feed(t, s, frame.TypeStreamHole, frame.StatusContinue, holePayload(math.MaxInt64)))
 	require.NoError(t, feed(t, s, frame.TypeStreamHole, frame.StatusContinue, holePayload(math.MaxInt64)))
 	p := bytes.Repeat([]byte{0xff}, 16)
@@ -60,7 +60,7 @@ func (r *blockingReader) Read(p []byte) (int, error) {
 // a receiver takes for a protocol violation of the whole connection).
 func TestCloseDuringReadFromSendsNoDataAfterTheFinish(t *testing.T) {
 	l := &fakeLink{}
-	s := New(l, Config{Header: hdr, Role: Native, ChunkSize: 64 << 10, SendCredit: 1 << 20, RecvWindow: 1 << 20})
+	s := New(l, Config{Header: hdr, Send: true, Role: Native, ChunkSize: 64 << 10, SendCredit: 1 << 20, RecvWindow: 1 << 20})
 	r := &blockingReader{entered: make(chan struct{}), release: make(chan struct{})}
 	copied := make(chan error, 1)
 	go func() { _, err := s.ReadFrom(r); copied <- err }()
@@ -83,7 +83,7 @@ func TestCloseDuringReadFromSendsNoDataAfterTheFinish(t *testing.T) {
 // abort's error instead of waiting for a verdict that will never come.
 func TestCloseWithErrorWakesAWaitingClose(t *testing.T) {
 	l := &fakeLink{}
-	s := New(l, Config{Header: hdr, Role: Native, ChunkSize: 64 << 10, SendCredit: 1 << 20, RecvWindow: 1 << 20})
+	s := New(l, Config{Header: hdr, Send: true, Role: Native, ChunkSize: 64 << 10, SendCredit: 1 << 20, RecvWindow: 1 << 20})
 	_, err := s.Write([]byte("data"))
 	require.NoError(t, err)
 	closed := make(chan error, 1)
@@ -108,7 +108,7 @@ func TestCloseWithErrorWakesAWaitingClose(t *testing.T) {
 // receiver's verdict.
 func TestConcurrentClosesShareOneFinish(t *testing.T) {
 	l := &fakeLink{}
-	s := New(l, Config{Header: hdr, Role: Native, ChunkSize: 64 << 10, SendCredit: 1 << 20, RecvWindow: 1 << 20})
+	s := New(l, Config{Header: hdr, Send: true, Role: Native, ChunkSize: 64 << 10, SendCredit: 1 << 20, RecvWindow: 1 << 20})
 	closed := make(chan error, 2)
 	go func() { closed <- s.Close() }()
 	require.Eventually(t, func() bool { return len(l.frames(t)) == 1 }, testTimeout, tick)
@@ -129,7 +129,7 @@ func TestConcurrentClosesShareOneFinish(t *testing.T) {
 // 16 KiB buffer), and the bytes read back in order.
 func TestTinyFramesHoldBoundedMemory(t *testing.T) {
 	const frames = 4 << 10
-	s := New(&fakeLink{}, Config{Header: hdr, Role: Native, RecvWindow: frames, MaxWindow: frames, BufferLimit: 4 * frames})
+	s := New(&fakeLink{}, Config{Header: hdr, Recv: true, Role: Native, RecvWindow: frames, MaxWindow: frames, BufferLimit: 4 * frames})
 	want := make([]byte, frames)
 	for i := range want {
 		want[i] = byte(i)
@@ -158,7 +158,7 @@ func TestTinyFramesHoldBoundedMemory(t *testing.T) {
 func TestNativeVerdicts(t *testing.T) {
 	newSender := func(t *testing.T) (*Stream, *fakeLink, chan error) {
 		l := &fakeLink{}
-		s := New(l, Config{Header: hdr, Role: Native, ChunkSize: 64 << 10, SendCredit: 1 << 20, RecvWindow: 1 << 20})
+		s := New(l, Config{Header: hdr, Send: true, Role: Native, ChunkSize: 64 << 10, SendCredit: 1 << 20, RecvWindow: 1 << 20})
 		_, err := s.Write([]byte("ten bytes!"))
 		require.NoError(t, err)
 		closed := make(chan error, 1)
@@ -178,22 +178,23 @@ func TestNativeVerdicts(t *testing.T) {
 		require.ErrorIs(t, err, ErrIncomplete)
 		assert.ErrorContains(t, err, "consumed 4 of the 10 bytes")
 	})
-	t.Run("the peer's finish crossed ours", func(t *testing.T) {
+	t.Run("a finish toward a side that only sends", func(t *testing.T) {
 		s, _, closed := newSender(t)
-		require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusOK, nil))
-		require.ErrorIs(t, <-closed, ErrPeerFinished)
+		require.ErrorIs(t, feed(t, s, frame.TypeStream, frame.StatusOK, nil), ErrDirection, "a protocol error: the connection closes")
+		s.Fail(errors.New("connection closed"))
+		require.Error(t, <-closed)
 	})
 	t.Run("a verdict without a finish", func(t *testing.T) {
-		s := New(&fakeLink{}, Config{Header: hdr, Role: Native, RecvWindow: 1 << 20})
+		s := New(&fakeLink{}, Config{Header: hdr, Recv: true, Role: Native, RecvWindow: 1 << 20})
 		assert.ErrorContains(t, feed(t, s, frame.TypeStream, frame.StatusOK, verdict(0)), "verdict without a finish")
 	})
 	t.Run("an OK payload that is neither", func(t *testing.T) {
-		s := New(&fakeLink{}, Config{Header: hdr, Role: Native, RecvWindow: 1 << 20})
+		s := New(&fakeLink{}, Config{Header: hdr, Recv: true, Role: Native, RecvWindow: 1 << 20})
 		assert.ErrorContains(t, feed(t, s, frame.TypeStream, frame.StatusOK, []byte("12345")), "5-byte payload")
 	})
 	t.Run("the receiver's verdict counts what it read", func(t *testing.T) {
 		l := &fakeLink{}
-		s := New(l, Config{Header: hdr, Role: Native, RecvWindow: 1 << 20, MaxWindow: 1 << 20})
+		s := New(l, Config{Header: hdr, Recv: true, Role: Native, RecvWindow: 1 << 20, MaxWindow: 1 << 20})
 		require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusContinue, []byte("ten bytes!")))
 		require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusOK, nil))
 		got, err := io.ReadAll(s)
@@ -216,10 +217,10 @@ func TestNativeVerdicts(t *testing.T) {
 	})
 	t.Run("a receiver closing with data unread aborts", func(t *testing.T) {
 		l := &fakeLink{}
-		s := New(l, Config{Header: hdr, Role: Native, RecvWindow: 1 << 20, MaxWindow: 1 << 20})
+		s := New(l, Config{Header: hdr, Recv: true, Role: Native, RecvWindow: 1 << 20, MaxWindow: 1 << 20})
 		require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusContinue, []byte("unread")))
 		require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusOK, nil))
-		require.NoError(t, s.Close())
+		require.ErrorIs(t, s.Close(), ErrReceiverClosed, "closed before the end: an error, not a success")
 		hs := l.frames(t)
 		require.NotEmpty(t, hs)
 		assert.Equal(t, frame.StatusError, hs[len(hs)-1].Status, "an abort, not a verdict")

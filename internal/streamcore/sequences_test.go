@@ -1,4 +1,4 @@
-package stream
+package streamcore
 
 import (
 	"bytes"
@@ -77,7 +77,9 @@ func deliver(t *testing.T, from *pipeLink, to *Stream) []frame.Header {
 func nativePair(sparse bool) (a, b *Stream, la, lb *pipeLink) {
 	la, lb = &pipeLink{}, &pipeLink{}
 	cfg := Config{Header: hdr, Role: Native, Sparse: sparse, SendCredit: 1 << 20, RecvWindow: 1 << 20, MaxWindow: 1 << 20}
-	return New(la, cfg), New(lb, cfg), la, lb
+	send, recv := cfg, cfg
+	send.Send, recv.Recv = true, true
+	return New(la, send), New(lb, recv), la, lb
 }
 
 func async(f func() error) <-chan error {
@@ -181,7 +183,7 @@ func TestHoleOnlyUploadAfterAnEarlyClose(t *testing.T) {
 // (capture 10); our CompatServer does the same.
 func TestCompatServerSenderAbortSendsTheEndMarkerFirst(t *testing.T) {
 	l := &pipeLink{}
-	s := New(l, Config{Header: hdr, Role: CompatServer})
+	s := New(l, Config{Header: hdr, Send: true, Role: CompatServer})
 	require.NoError(t, s.CloseWithError(errors.New("Unable to read: Is a directory")))
 	var sts []frame.Status
 	for _, m := range l.out {

@@ -1,0 +1,105 @@
+package sasl_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/virtrpc/virtrpc/frame/xdr"
+	"github.com/virtrpc/virtrpc/rpc"
+	"github.com/virtrpc/virtrpc/transport/sasl"
+)
+
+var compat = &rpc.Options{Negotiation: rpc.CompatOnly}
+
+func TestGateHoldsCallsBeforeAuthentication(t *testing.T) {
+	f := startServer(t, fixtureOpts{})
+	c := f.dial(t, compat)
+	_, err := whoami(t, c)
+	var re *rpc.Error
+	require.ErrorAs(t, err, &re)
+	assert.Equal(t, "authentication required", re.Text())
+	assert.Equal(t, int32(0), f.calls.Load(), "the handler never ran")
+
+	_, err = sasl.Authenticate(testCtx(t), c, &sasl.ClientOptions{Mechanisms: sasl.Password(creds())})
+	require.NoError(t, err)
+	_, err = whoami(t, c)
+	require.NoError(t, err)
+	assert.Equal(t, int32(1), f.calls.Load())
+}
+
+// plainAttempt makes one PLAIN attempt by hand (Authenticate would close
+// the connection on the first failure) and returns the server's error.
+func plainAttempt(t *testing.T, c *rpc.Conn, pass string) error {
+	ctx := testCtx(t)
+	if err := c.CallXDR(ctx, rpc.Procedure{Prog: sasl.RemoteProgram, Vers: 1, Proc: sasl.ProcAuthSASLInit}, nil, &sasl.SASLInitRet{}); err != nil {
+		return err
+	}
+	args, err := xdr.Marshal(&sasl.SASLStartArgs{Mech: sasl.MechPlain, Data: []byte("\x00" + user + "\x00" + pass)})
+	require.NoError(t, err)
+	_, err = c.Call(ctx, rpc.Procedure{Prog: sasl.RemoteProgram, Vers: 1, Proc: sasl.ProcAuthSASLStart}, args)
+	return err
+}
+
+func TestTooManyFailuresCloseTheConnection(t *testing.T) {
+	f := startServer(t, fixtureOpts{sasl: &sasl.ServerOptions{MaxFailures: 3}})
+	c := f.dial(t, compat)
+	for i := 1; i <= 2; i++ {
+		err := plainAttempt(t, c, "wrong")
+		var re *rpc.Error
+		require.ErrorAs(t, err, &re, "attempt %d", i)
+		assert.Contains(t, re.Text(), "wrong password")
+	}
+	select {
+	case <-c.Done():
+		t.Fatal("closed after 2 of 3 attempts")
+	case <-time.After(100 * time.Millisecond):
+	}
+	err := plainAttempt(t, c, "wrong")
+	var re *rpc.Error
+	require.ErrorAs(t, err, &re)
+	assert.Contains(t, re.Text(), "too many failed attempts (3), closing the connection")
+	require.ErrorIs(t, waitClosed(t, c, 5*time.Second), rpc.ErrPeerClosed)
+	assert.Equal(t, int32(0), f.calls.Load())
+}
+
+func TestNeverAuthenticatingClientIsClosedAtTheDeadline(t *testing.T) {
+	f := startServer(t, fixtureOpts{rpc: &rpc.Options{AuthTimeout: 300 * time.Millisecond}})
+	start := time.Now()
+	c := f.dial(t, compat)
+	require.ErrorIs(t, waitClosed(t, c, 5*time.Second), rpc.ErrPeerClosed)
+	assert.InDelta(t, 0.3, time.Since(start).Seconds(), 0.7)
+
+	// An authenticated connection outlives the deadline.
+	c = f.dial(t, compat)
+	_, err := sasl.Authenticate(testCtx(t), c, &sasl.ClientOptions{Mechanisms: sasl.Password(creds())})
+	require.NoError(t, err)
+	time.Sleep(600 * time.Millisecond)
+	_, err = whoami(t, c)
+	require.NoError(t, err)
+}
+
+func TestUnauthenticatedCapSparesAuthenticatedClients(t *testing.T) {
+	f := startServer(t, fixtureOpts{rpc: &rpc.Options{MaxUnauthenticated: 2}})
+	authed := f.dial(t, compat)
+	_, err := sasl.Authenticate(testCtx(t), authed, &sasl.ClientOptions{Mechanisms: sasl.Password(creds())})
+	require.NoError(t, err)
+	idle := []*rpc.Conn{f.dial(t, compat), f.dial(t, compat)}
+	for _, c := range idle { // both are served: the gate answers them
+		_, err := whoami(t, c)
+		require.ErrorContains(t, err, "authentication required")
+	}
+	third := f.dial(t, compat)
+	require.ErrorIs(t, waitClosed(t, third, 5*time.Second), rpc.ErrPeerClosed, "the third unauthenticated connection is refused")
+	got, err := whoami(t, authed)
+	require.NoError(t, err, "the authenticated client keeps working")
+	assert.Equal(t, user, got)
+	// Once one of the idle ones authenticates, a new one fits again.
+	_, err = sasl.Authenticate(testCtx(t), idle[0], &sasl.ClientOptions{Mechanisms: sasl.Password(creds())})
+	require.NoError(t, err)
+	fourth := f.dial(t, compat)
+	_, err = whoami(t, fourth)
+	require.ErrorContains(t, err, "authentication required")
+}
