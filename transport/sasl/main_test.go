@@ -59,6 +59,10 @@ type fixtureOpts struct {
 	client  *tls.Config
 	sasl    *sasl.ServerOptions // Mechanisms default to SCRAM-PLUS, SCRAM, PLAIN, EXTERNAL over the store
 	rpc     *rpc.Options
+	// extra registers more handlers; libvirtAck sends libvirt's TLS
+	// acknowledgement byte (for virsh).
+	extra      func(*rpc.Mux)
+	libvirtAck bool
 }
 
 func startServer(t *testing.T, o fixtureOpts) *fixture {
@@ -86,6 +90,9 @@ func startServer(t *testing.T, o fixtureOpts) *fixture {
 		}
 		return []byte(id.Username), nil
 	})
+	if o.extra != nil {
+		o.extra(mux)
+	}
 	ro := rpc.Options{}
 	if o.rpc != nil {
 		ro = *o.rpc
@@ -103,7 +110,7 @@ func startServer(t *testing.T, o fixtureOpts) *fixture {
 		addr = filepath.Join(shortDir(t), "s")
 	}
 	if o.tls != nil {
-		ln, err = transport.ListenTLS(ctx, f.network, addr, &transport.TLSOptions{Config: o.tls})
+		ln, err = transport.ListenTLS(ctx, f.network, addr, &transport.TLSOptions{Config: o.tls, LibvirtAck: o.libvirtAck})
 	} else if f.network == "unix" {
 		ln, err = transport.ListenUnix(ctx, addr)
 	} else {
