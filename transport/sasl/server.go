@@ -42,6 +42,12 @@ type ServerOptions struct {
 	// AuthzID is empty or its own Username. A refusal counts as a failed
 	// attempt, with ErrNotAllowed.
 	Authorize func(ctx context.Context, id *Identity) error
+	// ConcealReasons makes every refusal say only "authentication failed",
+	// as libvirtd's do, so a client cannot tell an unknown user from a
+	// wrong password; the reason is still logged. Default false: the reply
+	// names the reason (and str2 carries it for virtrpc clients), as
+	// SCRAM's own e=unknown-user would.
+	ConcealReasons bool
 	// TLSIdentity lets a verified TLS client certificate authenticate a
 	// connection by itself, as libvirtd's auth_tls = "none" does: AUTH_LIST
 	// then answers "none" and opens the gate with an Identity of mechanism
@@ -307,6 +313,12 @@ func (s *Server) failed(c *rpc.Conn, st *serverConn, err error) error {
 		}
 	}
 	s.log.Info("virtrpc: sasl: authentication failed", "remote", c.NetConn().RemoteAddr(), "err", msg)
+	if s.opts.ConcealReasons {
+		msg = "authentication failed"
+		if reason != ReasonTooManyAttempts {
+			reason = ReasonUnknown
+		}
+	}
 	e := rpc.NewError(frame.CodeAuthFailed, "%s", strings.TrimPrefix(msg, "sasl: "))
 	marker := reasonMarker + reason.String()
 	e.Str2 = &marker

@@ -158,3 +158,17 @@ func TestReplayedExchangeFails(t *testing.T) {
 	assert.False(t, done)
 	assert.Nil(t, sess.Identity())
 }
+
+func TestConcealReasons(t *testing.T) {
+	f := startServer(t, fixtureOpts{sasl: &sasl.ServerOptions{ConcealReasons: true}})
+	for _, c := range []sasl.Credentials{{Username: user, Password: "nope"}, {Username: "bob", Password: password}} {
+		conn := f.dial(t, compat)
+		_, err := sasl.Authenticate(testCtx(t), conn, &sasl.ClientOptions{Mechanisms: []sasl.ClientMechanism{sasl.SCRAMSHA256(c)}})
+		require.ErrorIs(t, err, sasl.ErrAuthFailed)
+		assert.NotErrorIs(t, err, sasl.ErrWrongPassword)
+		assert.NotErrorIs(t, err, sasl.ErrUnknownUser)
+		var re *rpc.Error
+		require.ErrorAs(t, err, &re)
+		assert.Equal(t, "authentication failed", re.Text())
+	}
+}
