@@ -32,7 +32,10 @@ func ExampleAuthenticate() {
 	ln, _ := net.Listen("unix", filepath.Join(dir, "sock"))
 	sctx, stop := context.WithCancel(ctx)
 	done := make(chan struct{})
-	go func() { defer close(done); _ = rpc.Serve(sctx, ln, &rpc.Options{Handlers: mux, Auth: auth.Gate()}, nil) }()
+	go func() {
+		defer close(done)
+		_ = rpc.Serve(sctx, ln, &rpc.Options{Handlers: mux, Auth: auth.Gate()}, nil)
+	}()
 	defer func() { stop(); <-done }()
 
 	// The client.
