@@ -505,12 +505,12 @@ func TestDomainLifecycleEvent(t *testing.T) {
 	call(t, c, libvirtd.ProcConnectDomainEventCallbackRegisterAny,
 		&libvirtd.EventCallbackRegisterAnyArgs{EventID: libvirtd.DomainEventIDLifecycle}, &reg)
 
-	expect := func(event int32) libvirtd.LifecycleMsg {
+	expect := func(domain string, event int32) libvirtd.LifecycleMsg {
 		t.Helper()
 		select {
 		case m := <-events:
 			assert.Equal(t, reg.CallbackID, m.CallbackID)
-			assert.Equal(t, "ev1", m.Dom.Name)
+			assert.Equal(t, domain, m.Dom.Name)
 			assert.Equal(t, event, m.Event, "event (detail %d)", m.Detail)
 			return m
 		case <-time.After(30 * time.Second):
@@ -523,7 +523,7 @@ func TestDomainLifecycleEvent(t *testing.T) {
 	call(t, c, libvirtd.ProcDomainCreateXML, &libvirtd.DomainCreateXMLArgs{
 		XMLDesc: "<domain type='test'><name>ev1</name><memory>8192</memory><os><type>hvm</type></os></domain>",
 	}, &dom)
-	started := expect(libvirtd.EventStarted)
+	started := expect("ev1", libvirtd.EventStarted)
 	assert.Equal(t, dom.Dom, started.Dom)
 	// virsh, on its own connection to the same test driver, sees the domain
 	// the event names.
@@ -532,10 +532,17 @@ func TestDomainLifecycleEvent(t *testing.T) {
 	assert.Equal(t, strings.ReplaceAll(uuid, "-", ""), hex.EncodeToString(started.Dom.UUID[:]))
 
 	call(t, c, libvirtd.ProcDomainDestroy, &libvirtd.DomainArgs{Dom: dom.Dom}, nil)
-	stopped := expect(libvirtd.EventStopped)
+	stopped := expect("ev1", libvirtd.EventStopped)
 	assert.Equal(t, dom.Dom.UUID, stopped.Dom.UUID)
 	_, err := d.Virsh(testCtx(t, time.Minute), testURI, "domstate", "ev1")
 	assert.Error(t, err, "a destroyed transient domain is gone")
+
+	// Events of what another client does (virsh, on its own connection,
+	// as in capture 04) reach this connection too.
+	virsh(t, d, testURI, "suspend", "test")
+	expect("test", libvirtd.EventSuspended)
+	virsh(t, d, testURI, "resume", "test")
+	expect("test", libvirtd.EventResumed)
 	select {
 	case m := <-events:
 		t.Errorf("unexpected event %+v", m)
