@@ -52,7 +52,8 @@
 // libvirt's VIR_ERR_AUTH_FAILED (45) error replies; a virtrpc server adds
 // the Reason in str2, so its client reports ErrWrongPassword,
 // ErrUnknownUser and the rest (the server tells them apart, as SCRAM's own
-// e=unknown-user does).
+// e=unknown-user does, unless ServerOptions.ConcealReasons makes it answer
+// only "authentication failed", as libvirtd does).
 //
 // # Dependencies
 //

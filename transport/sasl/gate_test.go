@@ -1,6 +1,9 @@
 package sasl_test
 
 import (
+	"context"
+	"crypto/tls"
+	"errors"
 	"testing"
 	"time"
 
@@ -102,4 +105,39 @@ func TestUnauthenticatedCapSparesAuthenticatedClients(t *testing.T) {
 	fourth := f.dial(t, compat)
 	_, err = whoami(t, fourth)
 	require.ErrorContains(t, err, "authentication required")
+}
+
+// TestTLSIdentityWhenAllowed: with TLSIdentity, a verified client
+// certificate authenticates the connection (AUTH_LIST says "none", as
+// libvirtd's auth_tls = "none"), subject to Authorize; without it, the
+// certificate alone opens nothing.
+func TestTLSIdentityWhenAllowed(t *testing.T) {
+	srvTLS, cliTLS := tlsPair(t, tls.VersionTLS13)
+	f := startServer(t, fixtureOpts{network: "tcp", tls: srvTLS, client: cliTLS, sasl: &sasl.ServerOptions{TLSIdentity: true}})
+	c := f.dial(t, compat)
+	id, err := sasl.Authenticate(testCtx(t), c, &sasl.ClientOptions{Mechanisms: sasl.Password(creds()), AllowNone: true})
+	require.NoError(t, err)
+	assert.Nil(t, id, "no SASL ran")
+	got, err := whoami(t, c)
+	require.NoError(t, err)
+	assert.Equal(t, "CN=virtrpc-client,O=virtrpc", got)
+
+	refuse := startServer(t, fixtureOpts{network: "tcp", tls: srvTLS, client: cliTLS, sasl: &sasl.ServerOptions{TLSIdentity: true,
+		Authorize: func(ctx context.Context, id *sasl.Identity) error {
+			if id.Mechanism == sasl.MechTLS {
+				return errors.New("certificates are not enough here")
+			}
+			return nil
+		}}})
+	c = refuse.dial(t, compat)
+	id, err = sasl.Authenticate(testCtx(t), c, &sasl.ClientOptions{Mechanisms: sasl.Password(creds()), AllowNone: true})
+	require.NoError(t, err, "refused as TLS identity, the client falls back to SASL")
+	assert.Equal(t, sasl.MechSCRAMSHA256Plus, id.Mechanism)
+
+	off := startServer(t, fixtureOpts{network: "tcp", tls: srvTLS, client: cliTLS})
+	c = off.dial(t, compat)
+	_, err = whoami(t, c)
+	require.ErrorContains(t, err, "authentication required")
+	_, err = sasl.Authenticate(testCtx(t), c, &sasl.ClientOptions{Mechanisms: []sasl.ClientMechanism{}, AllowNone: true})
+	require.ErrorIs(t, err, sasl.ErrMechanismNotOffered)
 }

@@ -42,6 +42,20 @@ type ServerOptions struct {
 	// AuthzID is empty or its own Username. A refusal counts as a failed
 	// attempt, with ErrNotAllowed.
 	Authorize func(ctx context.Context, id *Identity) error
+	// ConcealReasons makes every refusal say only "authentication failed",
+	// as libvirtd's do, so a client cannot tell an unknown user from a
+	// wrong password; the reason is still logged. Default false: the reply
+	// names the reason (and str2 carries it for virtrpc clients), as
+	// SCRAM's own e=unknown-user would.
+	ConcealReasons bool
+	// TLSIdentity lets a verified TLS client certificate authenticate a
+	// connection by itself, as libvirtd's auth_tls = "none" does: AUTH_LIST
+	// then answers "none" and opens the gate with an Identity of mechanism
+	// "TLS" whose Username is the certificate's subject DN (Authorize still
+	// decides), and AuthenticateTLS does the same for a client that never
+	// calls AUTH_LIST (call it from rpc.Serve's onConn). Default false: only
+	// SASL authenticates.
+	TLSIdentity bool
 	// Logger receives failures at info level and successes at debug
 	// level; nil is silent.
 	Logger *slog.Logger
@@ -113,7 +127,39 @@ func (s *Server) state(c *rpc.Conn) *serverConn {
 }
 
 func (s *Server) authList(ctx context.Context, req *rpc.Request) ([]byte, error) {
+	if s.opts.TLSIdentity {
+		if _, err := s.AuthenticateTLS(ctx, req.Conn()); err == nil {
+			return mustMarshal(&AuthListRet{Types: []int32{AuthNone}}), nil
+		}
+	}
 	return mustMarshal(&AuthListRet{Types: []int32{AuthSASL}}), nil
+}
+
+// MechTLS is the Identity.Mechanism of a connection authenticated by its
+// verified TLS client certificate (ServerOptions.TLSIdentity).
+const MechTLS = "TLS"
+
+// AuthenticateTLS authenticates c by its verified TLS client certificate,
+// if ServerOptions.TLSIdentity allows it and Authorize accepts the
+// identity, and opens c's auth gate. It returns the identity, or an
+// *Error saying why not (the gate stays closed; SASL may still follow).
+func (s *Server) AuthenticateTLS(ctx context.Context, c *rpc.Conn) (*Identity, error) {
+	if !s.opts.TLSIdentity {
+		return nil, fail(ReasonMechanismNotOffered, MechTLS, "ServerOptions.TLSIdentity is off")
+	}
+	if id := IdentityOf(c); id != nil && c.Authenticated() {
+		return id, nil
+	}
+	cs := s.connState(c)
+	if cs.TLS == nil || len(cs.TLS.VerifiedChains) == 0 || len(cs.TLS.VerifiedChains[0]) == 0 {
+		return nil, fail(ReasonMechanismNotOffered, MechTLS, "no verified TLS client certificate")
+	}
+	id := &Identity{Mechanism: MechTLS, Username: cs.TLS.VerifiedChains[0][0].Subject.String()}
+	if err := s.authorize(ctx, id); err != nil {
+		return nil, err
+	}
+	c.AuthenticateAs(id)
+	return id, nil
 }
 
 // offer is the list of mechanisms offered on cs.
@@ -267,6 +313,12 @@ func (s *Server) failed(c *rpc.Conn, st *serverConn, err error) error {
 		}
 	}
 	s.log.Info("virtrpc: sasl: authentication failed", "remote", c.NetConn().RemoteAddr(), "err", msg)
+	if s.opts.ConcealReasons {
+		msg = "authentication failed"
+		if reason != ReasonTooManyAttempts {
+			reason = ReasonUnknown
+		}
+	}
 	e := rpc.NewError(frame.CodeAuthFailed, "%s", strings.TrimPrefix(msg, "sasl: "))
 	marker := reasonMarker + reason.String()
 	e.Str2 = &marker

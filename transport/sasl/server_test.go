@@ -136,3 +136,39 @@ func TestClientRefusesHugeIterationCounts(t *testing.T) {
 	require.ErrorIs(t, err, sasl.ErrMalformed)
 	assert.ErrorContains(t, err, "iterations")
 }
+
+// TestReplayedExchangeFails: a client-final message recorded from one
+// exchange (capture 08: virsh with fred's right password) is refused by a
+// new server conversation, whose nonce differs.
+func TestReplayedExchangeFails(t *testing.T) {
+	p := capturedAuth(t)
+	_, first, err := sasl.DecodeSASLStart(p["c8"])
+	require.NoError(t, err)
+	final, err := sasl.DecodeSASLStep(p["c9"])
+	require.NoError(t, err)
+	sess, err := sasl.SCRAMServer(fuzzStore()).Start(sasl.ConnState{Local: true})
+	require.NoError(t, err)
+	_, done, err := sess.Step(first)
+	require.NoError(t, err)
+	require.False(t, done)
+	_, done, err = sess.Step(final)
+	require.ErrorIs(t, err, sasl.ErrAuthFailed)
+	require.ErrorIs(t, err, sasl.ErrMalformed)
+	assert.ErrorContains(t, err, "nonce")
+	assert.False(t, done)
+	assert.Nil(t, sess.Identity())
+}
+
+func TestConcealReasons(t *testing.T) {
+	f := startServer(t, fixtureOpts{sasl: &sasl.ServerOptions{ConcealReasons: true}})
+	for _, c := range []sasl.Credentials{{Username: user, Password: "nope"}, {Username: "bob", Password: password}} {
+		conn := f.dial(t, compat)
+		_, err := sasl.Authenticate(testCtx(t), conn, &sasl.ClientOptions{Mechanisms: []sasl.ClientMechanism{sasl.SCRAMSHA256(c)}})
+		require.ErrorIs(t, err, sasl.ErrAuthFailed)
+		assert.NotErrorIs(t, err, sasl.ErrWrongPassword)
+		assert.NotErrorIs(t, err, sasl.ErrUnknownUser)
+		var re *rpc.Error
+		require.ErrorAs(t, err, &re)
+		assert.Equal(t, "authentication failed", re.Text())
+	}
+}
