@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -31,6 +33,9 @@ func TestRun(t *testing.T) {
 		"plain TLS       33554432 bytes",
 		"MB/s  (control call p50",
 		"of plain TLS; destination verified sha256",
+		"\nverified: 33554432 bytes, ",
+		" MB/s through virtrpc over TLS, plain TLS ",
+		" MB/s in the same run, ratio ",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("stdout lacks %q:\n%s", want, out)
@@ -38,6 +43,32 @@ func TestRun(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "\rperform") || !strings.Contains(stderr.String(), "100.0%") {
 		t.Errorf("no progress line on stderr: %q", stderr.String())
+	}
+	t.Log("\n" + out)
+}
+
+// -qemu -multifd 2: a real QEMU guest migrates through the tunnel, its
+// memory compared on both paused sides, the destination left running.
+func TestRunQEMU(t *testing.T) {
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		if os.Getenv("VIRTRPC_REQUIRE_PEERS") == "1" {
+			t.Fatal("qemu-system-x86_64 is not installed and VIRTRPC_REQUIRE_PEERS=1")
+		}
+		t.Skip("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")
+	}
+	var stdout bytes.Buffer
+	cfg := config{size: 128 << 20, seed: 5, qemu: true, multifd: 2, baseline: true, quiet: true}
+	if err := run(context.Background(), cfg, &stdout, io.Discard); err != nil {
+		t.Fatalf("run: %v\nstdout:\n%s", err, &stdout)
+	}
+	out := stdout.String()
+	for _, want := range []string{
+		"3 streams (main + 2 multifd)", "live: true",
+		"guest RAM identical on both paused sides", "destination running", "\nverified: ",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, out)
+		}
 	}
 	t.Log("\n" + out)
 }
