@@ -141,3 +141,17 @@ func TestTLSIdentityWhenAllowed(t *testing.T) {
 	_, err = sasl.Authenticate(testCtx(t), c, &sasl.ClientOptions{Mechanisms: []sasl.ClientMechanism{}, AllowNone: true})
 	require.ErrorIs(t, err, sasl.ErrMechanismNotOffered)
 }
+
+// TestFailureDelay: each refusal is held back (500 ms by default), so
+// guessing is slow; a success is not.
+func TestFailureDelay(t *testing.T) {
+	f := startServer(t, fixtureOpts{sasl: &sasl.ServerOptions{FailureDelay: 300 * time.Millisecond}})
+	c := f.dial(t, compat)
+	start := time.Now()
+	err := plainAttempt(t, c, "wrong")
+	require.ErrorContains(t, err, "wrong password")
+	assert.GreaterOrEqual(t, time.Since(start), 300*time.Millisecond)
+	start = time.Now()
+	require.NoError(t, plainAttempt(t, c, password))
+	assert.Less(t, time.Since(start), 300*time.Millisecond)
+}
