@@ -104,9 +104,8 @@ func (b *memBudget) takeError(n int64) bool {
 	return fits
 }
 
-// force charges n bytes whatever the budgets say: for what our own side
-// sends (its callers wait on the write queue's bound instead), so that
-// what the peer can make us hold is refused first.
+// force charges n bytes whatever the budgets say (takeError checked the
+// connection's limit).
 func (b *memBudget) force(n int64) {
 	b.mu.Lock()
 	if d := b.over(b.used+n) - b.over(b.used); d > 0 && b.server != nil && !b.closed {

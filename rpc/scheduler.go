@@ -40,8 +40,9 @@ type scheduler struct {
 	ctrl       []byte    // encoded control messages, back to back
 	ctrlN      int       // how many messages ctrl holds
 	pongQueued bool      // ctrl holds a PONG; one answers any number of pings
-	calls      [][]byte
+	calls      []queuedMsg
 	callBytes  int
+	charged    int64 // memory budget charge of calls (queuedMsg.cost)
 	ready      []*streamcore.Stream
 	closing    bool
 	wake       chan struct{}
@@ -149,7 +150,6 @@ func (s *scheduler) release(batch []byte, requeue *streamcore.Stream) {
 // loop passes false, so two peers' read loops can never both block writing
 // to each other.
 func (s *scheduler) sendCall(ctx context.Context, msg []byte, direct bool) error {
-	s.c.mem.force(queuedCost(len(msg))) // our own: its caller waits on the bound instead
 	return s.enqueue(ctx, msg, direct, nil)
 }
 
@@ -157,7 +157,6 @@ func (s *scheduler) sendCall(ctx context.Context, msg []byte, direct bool) error
 // replies, and runs then under the queue's lock: nothing queued after then
 // ran can go out before msg, and msg cannot go out before then ran.
 func (s *scheduler) queueThen(msg []byte, then func()) error {
-	s.c.mem.force(queuedCost(len(msg)))
 	return s.enqueue(context.Background(), msg, false, then)
 }
 
@@ -171,8 +170,9 @@ func (s *scheduler) queueThen(msg []byte, then func()) error {
 // late reply is dropped. Callers with a ctx that never ends (replies,
 // Background calls) keep the direct write.
 //
-// msg is charged to the connection's memory budget until it is written
-// (collectLocked) or fails here.
+// What this side sends of its own (calls, messages, the HELLO reply) is
+// not charged to the memory budget, which bounds what the peer makes us
+// hold: its callers wait on the queue's bound instead.
 func (s *scheduler) enqueue(ctx context.Context, msg []byte, direct bool, then func()) error {
 	direct = direct && ctx.Done() == nil
 	s.mu.Lock()
@@ -187,31 +187,39 @@ func (s *scheduler) enqueue(ctx context.Context, msg []byte, direct bool, then f
 	for s.callBytes > maxCallQueue && !s.closing {
 		if err := ctx.Err(); err != nil {
 			s.mu.Unlock()
-			s.c.mem.give(queuedCost(len(msg)))
 			return err
 		}
 		s.space.Wait()
 	}
-	return s.appendLocked(msg, direct, then)
+	return s.appendLocked(queuedMsg{b: msg}, direct, then)
 }
 
-// queueReply queues a reply without waiting for the queue's bound: replies
-// are bounded by the memory budget they were charged to instead, so neither
-// the read loop nor a handler parks behind a peer that reads nothing.
+// queueReply queues a reply, charged queuedCost(len(msg)) to the memory
+// budget, without waiting for the queue's bound: replies are bounded by the
+// budget instead, so neither the read loop nor a handler parks behind a
+// peer that reads nothing. The charge is given back once it is written
+// (release) or dropped.
 func (s *scheduler) queueReply(msg []byte, direct bool, then func()) error {
 	s.mu.Lock()
-	return s.appendLocked(msg, direct, then)
+	return s.appendLocked(queuedMsg{b: msg, cost: queuedCost(len(msg))}, direct, then)
+}
+
+// queuedMsg is a queued call, reply or message, and what it is charged.
+type queuedMsg struct {
+	b    []byte
+	cost int64 // in the memory budget: 0 for our own calls and messages
 }
 
 // appendLocked runs with s.mu held and releases it.
-func (s *scheduler) appendLocked(msg []byte, direct bool, then func()) error {
+func (s *scheduler) appendLocked(msg queuedMsg, direct bool, then func()) error {
 	if s.closing {
 		s.mu.Unlock()
-		s.c.mem.give(queuedCost(len(msg)))
+		s.c.mem.give(msg.cost)
 		return s.c.err
 	}
 	s.calls = append(s.calls, msg)
-	s.callBytes += len(msg)
+	s.callBytes += len(msg.b)
+	s.charged += msg.cost
 	if then != nil {
 		then()
 	}
@@ -270,8 +278,8 @@ func (s *scheduler) writeData(f streamcore.Frame) bool {
 func (s *scheduler) shutdown() {
 	s.mu.Lock()
 	s.closing = true
-	dropped := int64(s.callBytes) + int64(len(s.calls))*queueEntryCost // what queuedCost charged them
-	s.ctrl, s.ctrlN, s.calls, s.callBytes, s.ready = nil, 0, nil, 0, nil
+	dropped := s.charged
+	s.ctrl, s.ctrlN, s.calls, s.callBytes, s.charged, s.ready = nil, 0, nil, 0, 0, nil
 	s.space.Broadcast()
 	s.mu.Unlock()
 	s.c.mem.give(dropped)
@@ -351,13 +359,13 @@ func (s *scheduler) collectLocked(b []byte) ([]byte, int) {
 	b = append(b, s.ctrl...)
 	frames := s.ctrlN
 	s.ctrl, s.ctrlN, s.pongQueued = s.ctrl[:0], 0, false
-	if len(b) == 0 && len(s.calls) > 0 && len(s.calls[0]) > maxBatch {
-		b = s.calls[0]
+	if len(b) == 0 && len(s.calls) > 0 && len(s.calls[0].b) > maxBatch {
+		b = s.calls[0].b
 		s.popCallLocked()
 		frames++
 	}
-	for len(s.calls) > 0 && (len(b) == 0 || len(b)+len(s.calls[0]) <= maxBatch) {
-		b = append(b, s.calls[0]...)
+	for len(s.calls) > 0 && (len(b) == 0 || len(b)+len(s.calls[0].b) <= maxBatch) {
+		b = append(b, s.calls[0].b...)
 		s.popCallLocked()
 		frames++
 	}
@@ -374,10 +382,11 @@ func (s *scheduler) collectLocked(b []byte) ([]byte, int) {
 // its charge as in flight until release.
 func (s *scheduler) popCallLocked() {
 	m := s.calls[0]
-	s.calls[0] = nil
+	s.calls[0] = queuedMsg{}
 	s.calls = s.calls[1:]
-	s.callBytes -= len(m)
-	s.inflight += queuedCost(len(m))
+	s.callBytes -= len(m.b)
+	s.charged -= m.cost
+	s.inflight += m.cost
 }
 
 // write writes whole messages. They are counted before the Write, so that a
