@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -154,4 +156,30 @@ func TestFailureDelay(t *testing.T) {
 	start = time.Now()
 	require.NoError(t, plainAttempt(t, c, password))
 	assert.Less(t, time.Since(start), 300*time.Millisecond)
+}
+
+// TestUnixIdentityWhenAllowed: with UnixIdentity, the peer's uid on a unix
+// socket authenticates the connection, subject to Authorize.
+func TestUnixIdentityWhenAllowed(t *testing.T) {
+	f := startServer(t, fixtureOpts{sasl: &sasl.ServerOptions{UnixIdentity: true}})
+	c := f.dial(t, compat)
+	id, err := sasl.Authenticate(testCtx(t), c, &sasl.ClientOptions{Mechanisms: sasl.Password(creds()), AllowNone: true})
+	require.NoError(t, err)
+	assert.Nil(t, id)
+	got, err := whoami(t, c)
+	require.NoError(t, err)
+	assert.Equal(t, fmt.Sprintf("uid=%d", os.Getuid()), got)
+
+	f = startServer(t, fixtureOpts{sasl: &sasl.ServerOptions{UnixIdentity: true, Authorize: func(ctx context.Context, id *sasl.Identity) error {
+		if id.Mechanism == sasl.MechUnix && id.Username != "uid=4242" {
+			return errors.New("only uid 4242")
+		}
+		return nil
+	}}})
+	c = f.dial(t, compat)
+	_, err = whoami(t, c)
+	require.ErrorContains(t, err, "authentication required")
+	id, err = sasl.Authenticate(testCtx(t), c, &sasl.ClientOptions{Mechanisms: sasl.Password(creds()), AllowNone: true})
+	require.NoError(t, err, "refused by uid, the client logs in with SCRAM")
+	assert.Equal(t, sasl.MechSCRAMSHA256, id.Mechanism)
 }

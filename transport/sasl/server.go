@@ -62,6 +62,12 @@ type ServerOptions struct {
 	// calls AUTH_LIST (call it from rpc.Serve's onConn). Default false: only
 	// SASL authenticates.
 	TLSIdentity bool
+	// UnixIdentity lets the peer's credentials on a unix socket
+	// (SO_PEERCRED) authenticate a connection by themselves, as libvirtd's
+	// auth_unix_rw = "none" does: AUTH_LIST then answers "none" and opens the
+	// gate with an Identity of mechanism "UNIX" whose Username is
+	// "uid=N" (Authorize still decides: check the uid there). Default false.
+	UnixIdentity bool
 	// Logger receives failures at info level and successes at debug
 	// level; nil is silent.
 	Logger *slog.Logger
@@ -141,7 +147,39 @@ func (s *Server) authList(ctx context.Context, req *rpc.Request) ([]byte, error)
 			return mustMarshal(&AuthListRet{Types: []int32{AuthNone}}), nil
 		}
 	}
+	if s.opts.UnixIdentity {
+		if _, err := s.AuthenticateUnix(ctx, req.Conn()); err == nil {
+			return mustMarshal(&AuthListRet{Types: []int32{AuthNone}}), nil
+		}
+	}
 	return mustMarshal(&AuthListRet{Types: []int32{AuthSASL}}), nil
+}
+
+// MechUnix is the Identity.Mechanism of a connection authenticated by its
+// unix socket peer's credentials (ServerOptions.UnixIdentity).
+const MechUnix = "UNIX"
+
+// AuthenticateUnix authenticates c by its unix socket peer's uid, if
+// ServerOptions.UnixIdentity allows it and Authorize accepts the identity,
+// and opens c's auth gate. It returns the identity, or an *Error saying
+// why not (the gate stays closed).
+func (s *Server) AuthenticateUnix(ctx context.Context, c *rpc.Conn) (*Identity, error) {
+	if !s.opts.UnixIdentity {
+		return nil, fail(ReasonMechanismNotOffered, MechUnix, "ServerOptions.UnixIdentity is off")
+	}
+	if id := IdentityOf(c); id != nil && c.Authenticated() {
+		return id, nil
+	}
+	p := s.connState(c).Peer
+	if p == nil {
+		return nil, fail(ReasonMechanismNotOffered, MechUnix, "not a unix socket, or no peer credentials")
+	}
+	id := &Identity{Mechanism: MechUnix, Username: fmt.Sprintf("uid=%d", p.UID)}
+	if err := s.authorize(ctx, id); err != nil {
+		return nil, err
+	}
+	c.AuthenticateAs(id)
+	return id, nil
 }
 
 // MechTLS is the Identity.Mechanism of a connection authenticated by its
