@@ -11,21 +11,21 @@
 // (4 KiB pages, about a quarter of them zero), generated as it is sent and
 // never held in memory.
 //
-// The phases follow libvirt's v3 migration protocol in its peer-to-peer,
-// tunnelled form (virsh migrate --p2p --tunnelled), where the source drives
-// every phase and only Prepare and Finish cross the wire:
+// The phases are rpc/migrate's (libvirt's v3 migration protocol in its
+// peer-to-peer, tunnelled form, where the source drives every phase); this
+// program supplies what each host does in them (phases.go):
 //
-//   - Begin, on the source: describe the guest (here: name and memory size).
-//   - Prepare, a call to the destination, like PREPARE_TUNNEL3: it gets
-//     ready, returns a cookie, and the call opens the tunnel stream.
-//   - Perform, on the source: pump the guest memory into the stream, hashing
-//     it (sha256) on the way, while polling a query-migrate style status
-//     call every 5 ms over the same connection. The destination hashes what
-//     it receives and closes the stream once it has consumed everything: the
-//     source's Close returns that verdict.
-//   - Finish, a call to the destination, like FINISH3: the source passes its
-//     digest, the destination compares it with its own and, only if they
-//     match, runs the guest and returns a cookie. A mismatch fails the
+//   - Begin, on the source: describe the guest (name, memory size) and its
+//     one stream.
+//   - Prepare, on the destination: get ready and return a cookie; the
+//     helper opens the tunnel stream.
+//   - Perform, on the source: the helper pumps the guest memory into the
+//     stream, hashed (sha256) on the way, while the source polls a
+//     query-migrate style status call every 5 ms over the same connection.
+//     The destination hashes what it receives. The digest is the Perform
+//     cookie.
+//   - Finish, on the destination: compare the digests and, only if they
+//     match, run the guest and return a cookie. A mismatch fails the
 //     migration (exit status 1).
 //   - Confirm, on the source: the source guest is stopped for good.
 //
@@ -55,6 +55,7 @@ import (
 
 	"github.com/virtrpc/virtrpc/internal/testcert"
 	"github.com/virtrpc/virtrpc/rpc"
+	"github.com/virtrpc/virtrpc/rpc/migrate"
 	"github.com/virtrpc/virtrpc/transport"
 )
 
@@ -107,7 +108,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	}
 
 	// The destination host serves the migration program.
-	dst := &destination{tamper: cfg.tamper}
+	rcv := migrate.NewReceiver(&memDestination{tamper: cfg.tamper}, nil)
 	l, err := transport.ListenTLS(ctx, "tcp", "127.0.0.1:0", &transport.TLSOptions{Config: pki.ServerConfig()})
 	if err != nil {
 		return err
@@ -116,9 +117,9 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
-		_ = rpc.Serve(serveCtx, l, &rpc.Options{Handlers: dst.mux()}, nil)
+		_ = rpc.Serve(serveCtx, l, &rpc.Options{Handlers: destinationMux(rcv)}, nil)
 	}()
-	defer func() { stopServing(); <-served; dst.wg.Wait() }()
+	defer func() { stopServing(); <-served; _ = rcv.Close() }()
 
 	// The source host connects to it.
 	tc, err := transport.DialTLS(ctx, "tcp", l.Addr().String(), &transport.TLSOptions{Config: pki.ClientConfig()})
@@ -137,7 +138,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "source → destination over TLS 1.3 (%s) on 127.0.0.1, virtrpc %s mode\n",
 		tls.CipherSuiteName(tc.ConnectionState().CipherSuite), conn.Mode())
 
-	res, err := migrate(ctx, cfg, conn, stdout, progressW)
+	res, err := migrateGuest(ctx, cfg, conn, stdout, progressW)
 	if err != nil {
 		return err
 	}

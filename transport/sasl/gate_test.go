@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -140,4 +142,44 @@ func TestTLSIdentityWhenAllowed(t *testing.T) {
 	require.ErrorContains(t, err, "authentication required")
 	_, err = sasl.Authenticate(testCtx(t), c, &sasl.ClientOptions{Mechanisms: []sasl.ClientMechanism{}, AllowNone: true})
 	require.ErrorIs(t, err, sasl.ErrMechanismNotOffered)
+}
+
+// TestFailureDelay: each refusal is held back (500 ms by default), so
+// guessing is slow; a success is not.
+func TestFailureDelay(t *testing.T) {
+	f := startServer(t, fixtureOpts{sasl: &sasl.ServerOptions{FailureDelay: 300 * time.Millisecond}})
+	c := f.dial(t, compat)
+	start := time.Now()
+	err := plainAttempt(t, c, "wrong")
+	require.ErrorContains(t, err, "wrong password")
+	assert.GreaterOrEqual(t, time.Since(start), 300*time.Millisecond)
+	start = time.Now()
+	require.NoError(t, plainAttempt(t, c, password))
+	assert.Less(t, time.Since(start), 300*time.Millisecond)
+}
+
+// TestUnixIdentityWhenAllowed: with UnixIdentity, the peer's uid on a unix
+// socket authenticates the connection, subject to Authorize.
+func TestUnixIdentityWhenAllowed(t *testing.T) {
+	f := startServer(t, fixtureOpts{sasl: &sasl.ServerOptions{UnixIdentity: true}})
+	c := f.dial(t, compat)
+	id, err := sasl.Authenticate(testCtx(t), c, &sasl.ClientOptions{Mechanisms: sasl.Password(creds()), AllowNone: true})
+	require.NoError(t, err)
+	assert.Nil(t, id)
+	got, err := whoami(t, c)
+	require.NoError(t, err)
+	assert.Equal(t, fmt.Sprintf("uid=%d", os.Getuid()), got)
+
+	f = startServer(t, fixtureOpts{sasl: &sasl.ServerOptions{UnixIdentity: true, Authorize: func(ctx context.Context, id *sasl.Identity) error {
+		if id.Mechanism == sasl.MechUnix && id.Username != "uid=4242" {
+			return errors.New("only uid 4242")
+		}
+		return nil
+	}}})
+	c = f.dial(t, compat)
+	_, err = whoami(t, c)
+	require.ErrorContains(t, err, "authentication required")
+	id, err = sasl.Authenticate(testCtx(t), c, &sasl.ClientOptions{Mechanisms: sasl.Password(creds()), AllowNone: true})
+	require.NoError(t, err, "refused by uid, the client logs in with SCRAM")
+	assert.Equal(t, sasl.MechSCRAMSHA256, id.Mechanism)
 }

@@ -77,6 +77,9 @@ func startServer(t testing.TB, o fixtureOpts) *fixture {
 	if o.sasl != nil {
 		so = *o.sasl
 	}
+	if so.FailureDelay == 0 {
+		so.FailureDelay = -1 // tests that fail often; TestFailureDelay sets one
+	}
 	if so.Mechanisms == nil {
 		so.Mechanisms = []sasl.ServerMechanism{sasl.SCRAMPlusServer(f.store), sasl.SCRAMServer(f.store), sasl.PlainServer(f.store), sasl.ExternalServer()}
 	}

@@ -2,6 +2,8 @@ package sasl_test
 
 import (
 	"crypto/tls"
+	"fmt"
+	"os"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -40,7 +42,7 @@ func TestSCRAMPlusOverTLS(t *testing.T) {
 }
 
 func TestMechanismsOverUnix(t *testing.T) {
-	for _, m := range []sasl.ClientMechanism{sasl.SCRAMSHA256(creds()), sasl.Plain(creds())} {
+	for _, m := range []sasl.ClientMechanism{sasl.SCRAMSHA256(creds()), sasl.Plain(creds()), sasl.External("")} {
 		t.Run(m.Name(), func(t *testing.T) {
 			f := startServer(t, fixtureOpts{})
 			c := f.dial(t, &rpc.Options{Negotiation: rpc.CompatOnly})
@@ -49,7 +51,11 @@ func TestMechanismsOverUnix(t *testing.T) {
 			assert.Equal(t, m.Name(), id.Mechanism)
 			got, err := whoami(t, c)
 			require.NoError(t, err)
-			assert.Equal(t, user, got)
+			want := user
+			if m.Name() == sasl.MechExternal {
+				want = fmt.Sprintf("uid=%d", os.Getuid()) // SO_PEERCRED
+			}
+			assert.Equal(t, want, got)
 		})
 	}
 }
