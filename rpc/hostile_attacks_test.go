@@ -205,6 +205,39 @@ func hostileAttacks() []attack {
 			check: func(t *testing.T, e *hostileEnv, tl *tally) {},
 		},
 		{
+			// Signed-in peers ask for 16 MiB of echoes, never read, and
+			// ping so that keepalive holds them alive.
+			name: "unread replies kept alive by pings",
+			run: func(addr string, stop <-chan struct{}, tl *tally) {
+				attackers(2, stop, func(int) {
+					tl.attempts.Add(1)
+					h, err := signedIn(addr, false)
+					if err != nil {
+						tl.fail(err)
+						return
+					}
+					defer h.Close()
+					for s := range uint32(1024) {
+						if err := h.write(hdr(procedure(echoProc), frame.TypeCall, 2+s, frame.StatusOK), zeros2M[:16<<10]); err != nil {
+							tl.fail(err)
+							return
+						}
+					}
+					if err := h.flush(); err != nil {
+						tl.fail(err)
+						return
+					}
+					if pingUntil(h, stop) != nil {
+						tl.closed.Add(1)
+					}
+				})
+			},
+			done: func(e *hostileEnv, tl *tally) bool {
+				return e.closedWith(errIs(rpc.ErrPeerNotReading, "nothing written for")) >= 2
+			},
+			check: func(t *testing.T, e *hostileEnv, tl *tally) {},
+		},
+		{
 			// Native, signed-in peers flood MESSAGEs (64 KiB, or empty) to a
 			// handler that never returns.
 			name: "message flood",

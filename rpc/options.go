@@ -153,8 +153,12 @@ type Options struct {
 	// must advance by MinMessageRate × MessageTimeout bytes or reach its
 	// end, else the connection closes with ErrSlowPeer. Defaults 30 s
 	// (libvirt's keepalive deadline) and 64 KiB/s: a 32 MiB message
-	// crosses a 512 kbit/s link in time. A negative MessageTimeout
-	// disables it. Silence between messages is keepalive's to reap.
+	// crosses a 512 kbit/s link in time. The same bounds our replies
+	// toward a peer that reads nothing (but sends, so keepalive holds it
+	// alive): a write of n bytes of replies that makes no progress for
+	// MessageTimeout + n/MinMessageRate closes the connection with
+	// ErrPeerNotReading. A negative MessageTimeout disables both. Silence
+	// between messages is keepalive's to reap.
 	MessageTimeout time.Duration
 	MinMessageRate int
 	// CompatStreamBuffer is how many bytes a stream buffers in compat mode

@@ -286,6 +286,14 @@ func (s *scheduler) shutdown() {
 	s.kick()
 }
 
+// owed is the memory budget charge of the replies queued and being
+// written, and of those being written (see stallCheck).
+func (s *scheduler) owed() (all, writing int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.charged + s.inflight, s.inflight
+}
+
 // idle reports whether nothing is queued or being written.
 func (s *scheduler) idle() bool {
 	s.mu.Lock()

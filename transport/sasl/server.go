@@ -155,60 +155,6 @@ func (s *Server) authList(ctx context.Context, req *rpc.Request) ([]byte, error)
 	return mustMarshal(&AuthListRet{Types: []int32{AuthSASL}}), nil
 }
 
-// MechUnix is the Identity.Mechanism of a connection authenticated by its
-// unix socket peer's credentials (ServerOptions.UnixIdentity).
-const MechUnix = "UNIX"
-
-// AuthenticateUnix authenticates c by its unix socket peer's uid, if
-// ServerOptions.UnixIdentity allows it and Authorize accepts the identity,
-// and opens c's auth gate. It returns the identity, or an *Error saying
-// why not (the gate stays closed).
-func (s *Server) AuthenticateUnix(ctx context.Context, c *rpc.Conn) (*Identity, error) {
-	if !s.opts.UnixIdentity {
-		return nil, fail(ReasonMechanismNotOffered, MechUnix, "ServerOptions.UnixIdentity is off")
-	}
-	if id := IdentityOf(c); id != nil && c.Authenticated() {
-		return id, nil
-	}
-	p := s.connState(c).Peer
-	if p == nil {
-		return nil, fail(ReasonMechanismNotOffered, MechUnix, "not a unix socket, or no peer credentials")
-	}
-	id := &Identity{Mechanism: MechUnix, Username: fmt.Sprintf("uid=%d", p.UID)}
-	if err := s.authorize(ctx, id); err != nil {
-		return nil, err
-	}
-	c.AuthenticateAs(id)
-	return id, nil
-}
-
-// MechTLS is the Identity.Mechanism of a connection authenticated by its
-// verified TLS client certificate (ServerOptions.TLSIdentity).
-const MechTLS = "TLS"
-
-// AuthenticateTLS authenticates c by its verified TLS client certificate,
-// if ServerOptions.TLSIdentity allows it and Authorize accepts the
-// identity, and opens c's auth gate. It returns the identity, or an
-// *Error saying why not (the gate stays closed; SASL may still follow).
-func (s *Server) AuthenticateTLS(ctx context.Context, c *rpc.Conn) (*Identity, error) {
-	if !s.opts.TLSIdentity {
-		return nil, fail(ReasonMechanismNotOffered, MechTLS, "ServerOptions.TLSIdentity is off")
-	}
-	if id := IdentityOf(c); id != nil && c.Authenticated() {
-		return id, nil
-	}
-	cs := s.connState(c)
-	if cs.TLS == nil || len(cs.TLS.VerifiedChains) == 0 || len(cs.TLS.VerifiedChains[0]) == 0 {
-		return nil, fail(ReasonMechanismNotOffered, MechTLS, "no verified TLS client certificate")
-	}
-	id := &Identity{Mechanism: MechTLS, Username: cs.TLS.VerifiedChains[0][0].Subject.String()}
-	if err := s.authorize(ctx, id); err != nil {
-		return nil, err
-	}
-	c.AuthenticateAs(id)
-	return id, nil
-}
-
 // offer is the list of mechanisms offered on cs.
 func (s *Server) offer(cs ConnState) []string {
 	var names []string
