@@ -3,7 +3,7 @@
 // through one TLS 1.3 connection, as libvirt's tunnelled live migration moves
 // it, while a small status call on the same connection stays responsive.
 //
-//	go run ./examples/migrate [-size 1GiB] [-seed 1] [-compat] [-no-baseline] [-quiet] [-qemu [-multifd N]]
+//	go run ./examples/migrate [-size 1GiB] [-seed 1] [-compat] [-no-baseline] [-quiet] [-qemu [-multifd N]] [-limit 100MB]
 //
 // Both hosts run in this process, each with its own rpc.Conn on one end of a
 // real TLS 1.3 connection over 127.0.0.1, authenticated both ways with a
@@ -41,6 +41,10 @@
 // The last line begins "verified:" with the bytes moved, the MB/s through
 // the tunnel, the MB/s of plain TLS in the same run, and their ratio.
 //
+// -limit caps the migration's bandwidth (rpc/migrate's token bucket); while
+// it runs, kill -USR1 doubles the limit and kill -USR2 halves it (without a
+// limit, USR2 sets one at half the current rate).
+//
 // -compat makes the source speak libvirt's own protocol (rpc.CompatOnly)
 // instead of negotiating virtrpc's native mode; Ctrl-C aborts the
 // migration (both hosts report the phase it failed in) and exits non-zero.
@@ -70,11 +74,12 @@ import (
 type config struct {
 	size     int64
 	seed     uint64
-	compat   bool // force libvirt compat mode
-	baseline bool // also send over plain TLS
-	quiet    bool // no progress line
-	qemu     bool // real QEMU guests instead of the synthetic image
-	multifd  int  // QEMU's multifd channels (with qemu)
+	compat   bool  // force libvirt compat mode
+	baseline bool  // also send over plain TLS
+	quiet    bool  // no progress line
+	qemu     bool  // real QEMU guests instead of the synthetic image
+	multifd  int   // QEMU's multifd channels (with qemu)
+	limit    int64 // bandwidth limit, bytes per second; 0: none
 
 	// tamper is a test hook for the destination: see destination.tamper.
 	tamper func(off int64, p []byte) []byte
@@ -90,7 +95,10 @@ func main() {
 	flag.BoolVar(&cfg.quiet, "quiet", false, "no progress line")
 	flag.BoolVar(&cfg.qemu, "qemu", false, "migrate a real QEMU guest (TCG) of -size RAM with a random pattern; needs qemu-system-x86_64")
 	flag.IntVar(&cfg.multifd, "multifd", 0, "with -qemu: QEMU multifd `channels`, each its own stream (0: one stream)")
+	var limit rate
+	flag.Var(&limit, "limit", "bandwidth `limit` per second, such as 100MB or 1GiB (default none); while it runs, SIGUSR1 doubles it and SIGUSR2 halves it")
 	flag.Parse()
+	cfg.limit = int64(limit.byteSize)
 	switch {
 	case flag.NArg() > 0:
 		fmt.Fprintf(os.Stderr, "migrate: unexpected argument %q\n", flag.Arg(0))

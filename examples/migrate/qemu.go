@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 
 	"github.com/virtrpc/virtrpc/rpc"
-	"github.com/virtrpc/virtrpc/rpc/migrate"
 	"github.com/virtrpc/virtrpc/rpc/migrate/qemu"
 )
 
@@ -98,11 +97,13 @@ func (g *qemuGuests) stop() {
 // and compares their memory on both paused sides.
 func migrateQEMU(ctx context.Context, cfg config, conn *rpc.Conn, g *qemuGuests, out, progressW io.Writer) (*outcome, error) {
 	srcDrv := qemu.NewSource(g.src.QMP, qemu.SourceOptions{Dir: filepath.Join(g.dir, "src"), Channels: cfg.multifd})
-	mig := migrate.NewOutgoing(conn, srcDrv, &migrate.OutgoingOptions{ID: guestName})
+	mig := newOutgoing(conn, srcDrv, cfg)
 	lat := &latencies{}
 	stopPolling := poll(ctx, conn, lat)
 	bar := startProgress(progressW, "perform", cfg.size, func() int64 { return mig.Progress().Total.Bytes })
+	stopLimit := limitBySignal(mig, progressOrDiscard(progressW))
 	err := mig.Run(ctx)
+	stopLimit()
 	bar.Stop()
 	stopPolling()
 	if err != nil {
