@@ -4,6 +4,8 @@
 // it, while a small status call on the same connection stays responsive.
 //
 //	go run ./examples/migrate [-size 1GiB] [-seed 1] [-compat] [-no-baseline] [-quiet] [-qemu [-multifd N]] [-limit 100MB]
+//	go run ./examples/migrate -listen 127.0.0.1:16514 -pki DIR     # the destination host
+//	go run ./examples/migrate -connect 127.0.0.1:16514 -pki DIR    # the source host
 //
 // Both hosts run in this process, each with its own rpc.Conn on one end of a
 // real TLS 1.3 connection over 127.0.0.1, authenticated both ways with a
@@ -41,6 +43,13 @@
 // The last line begins "verified:" with the bytes moved, the MB/s through
 // the tunnel, the MB/s of plain TLS in the same run, and their ratio.
 //
+// -listen ADDR runs only the destination host and -connect ADDR only the
+// source host, as two processes on one machine or two; both take their
+// certificates from -pki DIR in libvirt's layout, where -listen writes a
+// throwaway PKI first if DIR has none (copy it to the source host). There
+// the last line has no plain TLS baseline. -qemu runs in one process only,
+// for now.
+//
 // -limit caps the migration's bandwidth (rpc/migrate's token bucket); while
 // it runs, kill -USR1 doubles the limit and kill -USR2 halves it (without a
 // limit, USR2 sets one at half the current rate).
@@ -74,12 +83,18 @@ import (
 type config struct {
 	size     int64
 	seed     uint64
-	compat   bool  // force libvirt compat mode
-	baseline bool  // also send over plain TLS
-	quiet    bool  // no progress line
-	qemu     bool  // real QEMU guests instead of the synthetic image
-	multifd  int   // QEMU's multifd channels (with qemu)
-	limit    int64 // bandwidth limit, bytes per second; 0: none
+	compat   bool   // force libvirt compat mode
+	baseline bool   // also send over plain TLS
+	quiet    bool   // no progress line
+	qemu     bool   // real QEMU guests instead of the synthetic image
+	multifd  int    // QEMU's multifd channels (with qemu)
+	limit    int64  // bandwidth limit, bytes per second; 0: none
+	listen   string // run only the destination, on this address
+	connect  string // run only the source, toward this address
+	pki      string // libvirt-layout PKI directory for listen/connect
+
+	// ready, a test hook, gets the destination's address once it listens.
+	ready func(addr string)
 
 	// tamper is a test hook for the destination: see destination.tamper.
 	tamper func(off int64, p []byte) []byte
@@ -97,9 +112,18 @@ func main() {
 	flag.IntVar(&cfg.multifd, "multifd", 0, "with -qemu: QEMU multifd `channels`, each its own stream (0: one stream)")
 	var limit rate
 	flag.Var(&limit, "limit", "bandwidth `limit` per second, such as 100MB or 1GiB (default none); while it runs, SIGUSR1 doubles it and SIGUSR2 halves it")
+	flag.StringVar(&cfg.listen, "listen", "", "run only the destination host, listening on `ADDR` (host:port)")
+	flag.StringVar(&cfg.connect, "connect", "", "run only the source host, migrating to the destination at `ADDR`")
+	flag.StringVar(&cfg.pki, "pki", "", "with -listen/-connect: libvirt-layout certificate `DIR` (-listen writes a throwaway one if empty)")
 	flag.Parse()
 	cfg.limit = int64(limit.byteSize)
 	switch {
+	case cfg.listen != "" && cfg.connect != "":
+		fmt.Fprintln(os.Stderr, "migrate: -listen and -connect are the two processes: give one")
+		os.Exit(2)
+	case (cfg.listen != "" || cfg.connect != "") && cfg.qemu:
+		fmt.Fprintln(os.Stderr, "migrate: -qemu runs in one process for now, without -listen/-connect")
+		os.Exit(2)
 	case flag.NArg() > 0:
 		fmt.Fprintf(os.Stderr, "migrate: unexpected argument %q\n", flag.Arg(0))
 		os.Exit(2)
@@ -128,6 +152,12 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	progressW := stderr
 	if cfg.quiet {
 		progressW = nil
+	}
+	switch {
+	case cfg.listen != "":
+		return runDestination(ctx, cfg, stdout)
+	case cfg.connect != "":
+		return runSource(ctx, cfg, stdout, progressW)
 	}
 	pki, err := testcert.New()
 	if err != nil {

@@ -191,3 +191,44 @@ func BenchmarkGuestMem(b *testing.B) {
 		_, _ = g.Read(buf)
 	}
 }
+
+// -listen and -connect: the destination and the source as two separate
+// hosts (here two goroutines of the test, each with only its own side),
+// sharing a PKI directory the destination wrote; in native and compat mode.
+func TestRunTwoHosts(t *testing.T) {
+	for _, compat := range []bool{false, true} {
+		t.Run(map[bool]string{false: "native", true: "compat"}[compat], func(t *testing.T) {
+			pki := t.TempDir()
+			addr := make(chan string, 1)
+			dcfg := config{listen: "127.0.0.1:0", pki: pki, compat: compat, ready: func(a string) { addr <- a }}
+			var dout bytes.Buffer
+			dstErr := make(chan error, 1)
+			go func() { dstErr <- run(context.Background(), dcfg, &dout, io.Discard) }()
+			var a string
+			select {
+			case a = <-addr:
+			case err := <-dstErr:
+				t.Fatalf("destination: %v\n%s", err, &dout)
+			}
+			var sout bytes.Buffer
+			scfg := config{connect: a, pki: pki, compat: compat, size: testSize, seed: 4, quiet: true}
+			if err := run(context.Background(), scfg, &sout, io.Discard); err != nil {
+				t.Fatalf("source: %v\n%s", err, &sout)
+			}
+			if err := <-dstErr; err != nil {
+				t.Fatalf("destination: %v\n%s", err, &dout)
+			}
+			mode := map[bool]string{false: "native mode", true: "compat mode"}[compat]
+			for _, want := range []string{mode, "destination verified sha256", "\nverified: 33554432 bytes, "} {
+				if !strings.Contains(sout.String(), want) {
+					t.Errorf("source's stdout lacks %q:\n%s", want, &sout)
+				}
+			}
+			for _, want := range []string{"wrote a throwaway PKI", "migrated in and running here"} {
+				if !strings.Contains(dout.String(), want) {
+					t.Errorf("destination's stdout lacks %q:\n%s", want, &dout)
+				}
+			}
+		})
+	}
+}
