@@ -71,6 +71,9 @@ type SSHOptions struct {
 	// after Signers. Default, when neither Signers, KeyFiles nor Agent is
 	// set: ~/.ssh/id_ed25519, id_ecdsa and id_rsa, those that exist.
 	KeyFiles []string
+	// KeyPassphrase is asked for the passphrase of an encrypted key file;
+	// nil makes encrypted key files an error.
+	KeyPassphrase func(file string) ([]byte, error)
 	// Agent offers the keys of the ssh-agent at $SSH_AUTH_SOCK (or
 	// AgentSocket) after the others.
 	Agent       bool
@@ -240,6 +243,13 @@ func sshConfig(addr string, o *SSHOptions) (cfg *ssh.ClientConfig, hostErr *erro
 			return nil, nil, nil, fmt.Errorf("transport: ssh key: %w", err)
 		}
 		s, err := ssh.ParsePrivateKey(b)
+		var missing *ssh.PassphraseMissingError
+		if errors.As(err, &missing) && o.KeyPassphrase != nil {
+			var pass []byte
+			if pass, err = o.KeyPassphrase(f); err == nil {
+				s, err = ssh.ParsePrivateKeyWithPassphrase(b, pass)
+			}
+		}
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("transport: ssh key %s: %w", f, err)
 		}

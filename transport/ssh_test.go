@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/pem"
 	"fmt"
 	"io"
 	"math/rand/v2"
@@ -217,4 +218,42 @@ func TestSSHWithAnAgent(t *testing.T) {
 	got, err := c.Call(ctx, echoProc, []byte("agent"))
 	require.NoError(t, err)
 	assert.Equal(t, "agent", string(got))
+}
+
+// TestSSHKeyFiles: an unencrypted key file, and an encrypted one with
+// KeyPassphrase (without it: a clear error).
+func TestSSHKeyFiles(t *testing.T) {
+	s := sshd.Start(t)
+	sock := unixServer(t)
+	ctx := testCtx(t)
+	dir := t.TempDir()
+	plain, err := ssh.MarshalPrivateKey(s.ClientKey, "")
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "id"), pem.EncodeToMemory(plain), 0o600))
+	enc, err := ssh.MarshalPrivateKeyWithPassphrase(s.ClientKey, "", []byte("open sesame"))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "id_enc"), pem.EncodeToMemory(enc), 0o600))
+	kh := s.KnownHosts(t, s.HostKey)
+	for _, tc := range []struct {
+		name string
+		file string
+		pass func(string) ([]byte, error)
+		err  string
+	}{
+		{"plain", "id", nil, ""},
+		{"encrypted", "id_enc", func(string) ([]byte, error) { return []byte("open sesame"), nil }, ""},
+		{"encrypted without passphrase", "id_enc", nil, "passphrase"},
+		{"wrong passphrase", "id_enc", func(string) ([]byte, error) { return []byte("nope"), nil }, "id_enc"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			nc, err := transport.DialSSH(ctx, s.Addr, "unix", sock, &transport.SSHOptions{User: s.User, KnownHosts: []string{kh},
+				KeyFiles: []string{filepath.Join(dir, tc.file)}, KeyPassphrase: tc.pass})
+			if tc.err != "" {
+				require.ErrorContains(t, err, tc.err)
+				return
+			}
+			require.NoError(t, err)
+			nc.Close()
+		})
+	}
 }

@@ -1,10 +1,14 @@
 package sasl_test
 
 import (
+	"context"
 	"crypto/tls"
+	"io"
 	"strings"
 	"testing"
 
+	"github.com/virtrpc/virtrpc/rpc"
+	"github.com/virtrpc/virtrpc/stream"
 	"github.com/virtrpc/virtrpc/transport/sasl"
 )
 
@@ -60,3 +64,62 @@ func BenchmarkConnectToFirstCall(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkStreamOverTLS moves 256 MiB over one stream on a TLS connection
+// that authenticated with SCRAM-SHA-256-PLUS, and on one that did not
+// authenticate: SCRAM has no security layer, so the two should not differ
+// beyond noise.
+//
+//	go test -run XXX -bench StreamOverTLS -benchtime 3x -count 3 ./transport/sasl/
+func BenchmarkStreamOverTLS(b *testing.B) {
+	const size = 256 << 20
+	sink := func(m *rpc.Mux) {
+		m.Handle(sinkProc, func(ctx context.Context, req *rpc.Request) ([]byte, error) {
+			st, err := req.Stream(stream.Upload, nil)
+			if err != nil {
+				return nil, err
+			}
+			go func() {
+				if _, err := io.Copy(io.Discard, st); err == nil {
+					_ = st.Close()
+				}
+			}()
+			return nil, nil
+		})
+	}
+	for _, auth := range []bool{false, true} {
+		name := "tls"
+		if auth {
+			name = "tls+scram-plus"
+		}
+		b.Run(name, func(b *testing.B) {
+			p := newPKI(b)
+			f := startServer(b, fixtureOpts{network: "tcp", tls: p.ServerConfig(), client: p.ClientConfig(), noGate: !auth, extra: sink})
+			c := f.dial(b, nil)
+			if auth {
+				if _, err := sasl.Authenticate(testCtx(b), c, &sasl.ClientOptions{Mechanisms: sasl.Password(creds())}); err != nil {
+					b.Fatal(err)
+				}
+			}
+			buf := make([]byte, 1<<20)
+			b.SetBytes(size)
+			b.ResetTimer()
+			for b.Loop() {
+				st, _, err := c.OpenStream(testCtx(b), sinkProc, nil, stream.Upload, nil)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for n := 0; n < size; n += len(buf) {
+					if _, err := st.Write(buf); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := st.Close(); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+var sinkProc = rpc.Procedure{Prog: 0x20008086, Vers: 1, Proc: 1001}

@@ -183,3 +183,18 @@ func TestUnixIdentityWhenAllowed(t *testing.T) {
 	require.NoError(t, err, "refused by uid, the client logs in with SCRAM")
 	assert.Equal(t, sasl.MechSCRAMSHA256, id.Mechanism)
 }
+
+func TestAllowUsers(t *testing.T) {
+	store := &sasl.MemoryStore{}
+	require.NoError(t, store.AddUser(user, password))
+	require.NoError(t, store.AddUser("mallory", password))
+	f := startServer(t, fixtureOpts{sasl: &sasl.ServerOptions{
+		Mechanisms: []sasl.ServerMechanism{sasl.SCRAMServer(store)}, Authorize: sasl.AllowUsers("fr?d", "admin-*")}})
+	c := f.dial(t, compat)
+	_, err := sasl.Authenticate(testCtx(t), c, &sasl.ClientOptions{Mechanisms: []sasl.ClientMechanism{sasl.SCRAMSHA256(creds())}})
+	require.NoError(t, err)
+	c = f.dial(t, compat)
+	_, err = sasl.Authenticate(testCtx(t), c, &sasl.ClientOptions{Mechanisms: []sasl.ClientMechanism{sasl.SCRAMSHA256(sasl.Credentials{Username: "mallory", Password: password})}})
+	require.ErrorIs(t, err, sasl.ErrNotAllowed)
+	assert.ErrorContains(t, err, `"mallory" is not on the allowed list`)
+}

@@ -4,11 +4,12 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/virtrpc/virtrpc/internal/glob"
 	"github.com/virtrpc/virtrpc/rpc"
 )
 
 // Identities that come from the transport instead of a SASL exchange
-// (ServerOptions.TLSIdentity, UnixIdentity).
+// (ServerOptions.TLSIdentity, UnixIdentity), and an allow-list for all.
 
 // MechUnix is the Identity.Mechanism of a connection authenticated by its
 // unix socket peer's credentials (ServerOptions.UnixIdentity).
@@ -62,4 +63,22 @@ func (s *Server) AuthenticateTLS(ctx context.Context, c *rpc.Conn) (*Identity, e
 	}
 	c.AuthenticateAs(id)
 	return id, nil
+}
+
+// AllowUsers returns a ServerOptions.Authorize that admits only identities
+// whose Username matches one of patterns, as libvirtd's
+// sasl_allowed_username_list does ('*' any run of characters, '?' any one:
+// "fred", "*@EXAMPLE.COM", "CN=*,O=virtrpc" for EXTERNAL, "uid=0" for UNIX).
+// An AuthzID other than the Username is refused as by default.
+func AllowUsers(patterns ...string) func(context.Context, *Identity) error {
+	pats := append([]string(nil), patterns...)
+	return func(_ context.Context, id *Identity) error {
+		if id.AuthzID != "" && id.AuthzID != id.Username {
+			return fmt.Errorf("%q may not act as %q", id.Username, id.AuthzID)
+		}
+		if !glob.Any(pats, id.Username) {
+			return fmt.Errorf("%q is not on the allowed list", id.Username)
+		}
+		return nil
+	}
 }
