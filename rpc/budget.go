@@ -20,6 +20,14 @@ var ErrMemoryBudget = errors.New("virtrpc: over the memory budget")
 // replies and a stream's control messages.
 const connReserve = 64 << 10
 
+// queueEntryCost is what a queued message holds besides its bytes (its
+// slice in the queue, its allocation's rounding), so that a flood of tiny
+// replies is charged what it costs.
+const queueEntryCost = 64
+
+// queuedCost is what a queued message of n bytes is charged.
+func queuedCost(n int) int64 { return int64(n) + queueEntryCost }
+
 // serverBudget is the memory all of a Serve's connections may hold.
 type serverBudget struct {
 	limit int64
@@ -63,11 +71,15 @@ func newMemBudget(limit, reserve int64, server *serverBudget) *memBudget {
 // over is the part of used beyond the reserve: what the server lends.
 func (b *memBudget) over(used int64) int64 { return max(0, used-b.reserve) }
 
-// take charges n bytes if they fit both budgets.
+// errorHeadroom is kept free by take for error replies (takeError): a
+// call refused for the budget can still be told so.
+const errorHeadroom = 16 << 10
+
+// take charges n bytes if they fit both budgets, leaving errorHeadroom.
 func (b *memBudget) take(n int64) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.used+n > b.limit {
+	if b.used+n > b.limit-errorHeadroom {
 		return false
 	}
 	if d := b.over(b.used+n) - b.over(b.used); d > 0 && b.server != nil && !b.closed && !b.server.take(d) {
@@ -77,9 +89,23 @@ func (b *memBudget) take(n int64) bool {
 	return true
 }
 
-// force charges n bytes whatever the budgets say: for what our own side
-// sends (its callers wait on the write queue's bound instead), so that
-// what the peer can make us hold is refused first.
+// takeError charges an error reply of n bytes if it fits the connection's
+// limit, headroom included. The server's part is not checked: an error
+// reply is small, and a full server is no reason to leave a call
+// unanswered; the server's budget is then exceeded by at most errorHeadroom
+// per connection.
+func (b *memBudget) takeError(n int64) bool {
+	b.mu.Lock()
+	fits := b.used+n <= b.limit
+	b.mu.Unlock()
+	if fits {
+		b.force(n)
+	}
+	return fits
+}
+
+// force charges n bytes whatever the budgets say (takeError checked the
+// connection's limit).
 func (b *memBudget) force(n int64) {
 	b.mu.Lock()
 	if d := b.over(b.used+n) - b.over(b.used); d > 0 && b.server != nil && !b.closed {

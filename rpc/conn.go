@@ -287,7 +287,13 @@ func (c *Conn) checkUnauthSize(h frame.Header, n int) error {
 	if c.cfg.Auth == nil || frame.HeaderSize+n <= c.cfg.MaxUnauthMessage || c.authed.Load() {
 		return nil
 	}
-	return &frame.ProtocolError{Header: &h, Err: fmt.Errorf("%w before authentication: %d > %d", frame.ErrFrameTooLarge, frame.HeaderSize+n, c.cfg.MaxUnauthMessage)}
+	return unauthTooLarge(h, frame.HeaderSize+n, c.cfg.MaxUnauthMessage)
+}
+
+// unauthTooLarge is apart so that h escapes only on this path: checked on
+// every message, checkUnauthSize must not allocate.
+func unauthTooLarge(h frame.Header, n, limit int) error {
+	return &frame.ProtocolError{Header: &h, Err: fmt.Errorf("%w before authentication: %d > %d", frame.ErrFrameTooLarge, n, limit)}
 }
 
 func (c *Conn) readFailed(err error) {

@@ -288,14 +288,17 @@ func (c *Conn) reply(h frame.Header, payload []byte, direct bool, queued func())
 		_ = c.replyErrorThen(h, rpcError(frame.CodeInternalError, "reply of %d bytes over the message limit", len(payload)), direct, queued)
 		return err
 	}
-	n := int64(frame.Overhead + len(payload))
+	n := queuedCost(frame.Overhead + len(payload))
 	if !c.mem.take(n) {
 		err := c.budgetError("reply", n)
 		_ = c.replyErrorThen(h, rpcError(frame.CodeRPC, "%v (the caller reads its replies too slowly?)", err), direct, queued)
 		return err
 	}
 	msg, _ := c.enc.Reply(h, payload) // checked above, before the budget was charged
-	return c.sched.queueReply(msg, direct, queued)
+	// A large reply goes to the writer goroutine: its handler's goroutine
+	// (and the call's payload on its stack) does not wait on a peer that
+	// may never read.
+	return c.sched.queueReply(msg, direct && len(msg) <= maxBatch, queued)
 }
 
 // replyError queues an error reply from the read loop.
@@ -308,7 +311,7 @@ func (c *Conn) replyError(h frame.Header, e *frame.Error, direct bool) error {
 // them: the connection closes, as nothing smaller can be sent.
 func (c *Conn) replyErrorThen(h frame.Header, e *frame.Error, direct bool, queued func()) error {
 	msg := c.enc.ErrorReply(h, e) // always fits a message
-	if !c.mem.take(int64(len(msg))) {
+	if !c.mem.takeError(queuedCost(len(msg))) {
 		err := fmt.Errorf("%w: the peer lets replies pile up unread", c.budgetError("error reply", int64(len(msg))))
 		c.closeWith(err)
 		return err
@@ -356,6 +359,11 @@ func (c *Conn) handleMessage(h frame.Header, fr *frame.Reader) error {
 	if err != nil {
 		return err
 	}
+	if !c.mem.take(messageCost) { // what a queued message holds besides its payload
+		c.mem.give(charged)
+		return c.budgetError("message", messageCost)
+	}
+	charged += messageCost
 	if c.isServer && c.Mode() != ModeNative {
 		c.mem.give(charged)
 		return errors.New("MESSAGE from a client in compat mode")

@@ -30,8 +30,8 @@ func (c *Conn) gotPong() {
 
 // keepalive pings after an interval of silence and declares the peer dead
 // after interval × (count + 1) without receiving anything, as libvirt does.
-// It also reaps a peer that crawls through a message (slowCheck); either
-// job may be disabled.
+// It also reaps a peer that crawls through a message (slowCheck) or
+// leaves its replies unread (stallCheck); either job may be disabled.
 func (c *Conn) keepalive() {
 	defer c.loops.Done()
 	interval := c.cfg.KeepaliveInterval
@@ -47,6 +47,7 @@ func (c *Conn) keepalive() {
 	defer tick.Stop()
 	var lastPing time.Time
 	var slow slowCheck
+	var stall stallCheck
 	for {
 		select {
 		case <-c.done:
@@ -54,6 +55,10 @@ func (c *Conn) keepalive() {
 		case now := <-tick.C:
 			if c.cfg.MessageTimeout > 0 {
 				if err := slow.check(c, now); err != nil {
+					c.closeWith(err)
+					return
+				}
+				if err := stall.check(c, now); err != nil {
 					c.closeWith(err)
 					return
 				}

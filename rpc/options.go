@@ -113,8 +113,11 @@ type Options struct {
 	// messages waiting for their handler. A call whose payload does not fit
 	// is discarded and gets an error reply; a reply that does not fit is
 	// replaced by an error reply; a message (or reply to our call) that
-	// does not fit, or an error reply that cannot be queued, closes the
-	// connection; all with ErrMemoryBudget's text. Default 128 MiB: four
+	// does not fit, or an error reply that cannot be queued (the last
+	// 16 KiB are kept for error replies), closes the connection; all with
+	// ErrMemoryBudget's text. A message being written counts until it is
+	// written, so a peer that reads nothing holds at most this much of its
+	// replies. At least 128 KiB; default 128 MiB: four
 	// libvirt-size messages, so a 32 MiB call can be read while another is
 	// served and its reply queued. Stream buffers are bounded apart
 	// (StreamBuffer, ConnectionWindow, CompatStreamBuffer).
@@ -124,8 +127,10 @@ type Options struct {
 	// 128 KiB per connection (its read buffer, and those 64 KiB, so a small
 	// call always fits), paid as it is accepted: at most 8192 connections
 	// per GiB. A connection that does not fit is closed at once; beyond
-	// it, calls fail as over ConnectionMemory. Default 1 GiB, about eight
-	// connections' worth of 32 MiB messages at once. Serve only.
+	// it, calls fail as over ConnectionMemory (error replies may exceed it
+	// by up to 16 KiB per connection, so a refused call is still told).
+	// Default 1 GiB, about eight connections' worth of 32 MiB messages at
+	// once. Serve only.
 	ServerMemory int
 	// MaxConnections caps the connections one Serve serves at once, TLS
 	// handshakes included; one more is closed as soon as it is accepted
@@ -148,8 +153,12 @@ type Options struct {
 	// must advance by MinMessageRate × MessageTimeout bytes or reach its
 	// end, else the connection closes with ErrSlowPeer. Defaults 30 s
 	// (libvirt's keepalive deadline) and 64 KiB/s: a 32 MiB message
-	// crosses a 512 kbit/s link in time. A negative MessageTimeout
-	// disables it. Silence between messages is keepalive's to reap.
+	// crosses a 512 kbit/s link in time. The same bounds our replies
+	// toward a peer that reads nothing (but sends, so keepalive holds it
+	// alive): a write of n bytes of replies that makes no progress for
+	// MessageTimeout + n/MinMessageRate closes the connection with
+	// ErrPeerNotReading. A negative MessageTimeout disables both. Silence
+	// between messages is keepalive's to reap.
 	MessageTimeout time.Duration
 	MinMessageRate int
 	// CompatStreamBuffer is how many bytes a stream buffers in compat mode
@@ -189,6 +198,7 @@ func resolve(o *Options) config {
 	def(&c.MaxStreams, 1024)
 	def(&c.MaxUnauthMessage, 512<<10)
 	def(&c.ConnectionMemory, 128<<20)
+	c.ConnectionMemory = max(c.ConnectionMemory, 128<<10) // room for a small call and the error headroom
 	def(&c.ServerMemory, 1<<30)
 	def(&c.MaxConnections, 5000)
 	def(&c.MaxUnauthenticated, 20)

@@ -2,6 +2,7 @@ package rpc_test
 
 import (
 	"bufio"
+	"context"
 	"net"
 	"runtime"
 	"runtime/metrics"
@@ -109,4 +110,29 @@ func TestCallOverTheBudgetFails(t *testing.T) {
 	p.send(hdr(procedure(echoProc), frame.TypeCall, 2, frame.StatusOK), []byte("still here"))
 	assert.Equal(t, []byte("still here"), p.expect(frame.TypeReply, frame.StatusOK, 2))
 	assert.NoError(t, srv.Err())
+}
+
+// Every charge to the budget is given back: after calls both ways, large
+// and small, failed calls, calls over the budget, messages and a stream,
+// both sides hold nothing once idle.
+func TestBudgetReturnsToZero(t *testing.T) {
+	mux := streamMux(t)
+	got := make(chan struct{}, 100)
+	mux.HandleMessage(eventProc, func(ctx context.Context, _ *rpc.Message) { got <- struct{}{} })
+	opts := &rpc.Options{Handlers: mux, ConnectionMemory: 4 << 20}
+	c, srv := pair(t, opts, opts)
+	for _, n := range []int{0, 10, 100 << 10, 1 << 20, 3 << 20, 5 << 20} {
+		for _, conn := range []*rpc.Conn{c, srv} {
+			_, _ = conn.Call(context.Background(), echoProc, make([]byte, n)) // over the budget: an error, counted too
+			_, err := conn.Call(context.Background(), failProc, nil)
+			require.Error(t, err)
+		}
+	}
+	for range 10 {
+		require.NoError(t, c.Send(context.Background(), eventProc, make([]byte, 64<<10)))
+		<-got
+	}
+	download(t, c, 8<<20, 1)
+	require.Eventually(t, func() bool { return c.Stats().Memory == 0 && srv.Stats().Memory == 0 }, 10*time.Second, time.Millisecond,
+		"charged after the work: client %d, server %d", c.Stats().Memory, srv.Stats().Memory)
 }

@@ -40,8 +40,9 @@ type scheduler struct {
 	ctrl       []byte    // encoded control messages, back to back
 	ctrlN      int       // how many messages ctrl holds
 	pongQueued bool      // ctrl holds a PONG; one answers any number of pings
-	calls      [][]byte
+	calls      []queuedMsg
 	callBytes  int
+	charged    int64 // memory budget charge of calls (queuedMsg.cost)
 	ready      []*streamcore.Stream
 	closing    bool
 	wake       chan struct{}
@@ -51,8 +52,9 @@ type scheduler struct {
 	// is free writes it itself, saving a goroutine hand-off on an idle
 	// direction. Only goroutines that have nothing to return early for do
 	// (see enqueue): a Write cannot be abandoned halfway.
-	writing bool
-	batch   []byte
+	writing  bool
+	batch    []byte
+	inflight int64 // budget charge of the messages in batch (see collectLocked)
 }
 
 func (s *scheduler) init(c *Conn) {
@@ -122,6 +124,8 @@ func (s *scheduler) flushOrKick(direct bool) {
 // failed write the connection is always closing).
 func (s *scheduler) release(batch []byte, requeue *streamcore.Stream) {
 	s.mu.Lock()
+	written := s.inflight
+	s.inflight = 0
 	s.batch = batch[:0]
 	if cap(batch) > 4*maxBatch {
 		s.batch = nil // do not keep a burst's buffer
@@ -132,6 +136,9 @@ func (s *scheduler) release(batch []byte, requeue *streamcore.Stream) {
 	}
 	wake := len(s.ctrl) > 0 || len(s.calls) > 0 || len(s.ready) > 0 || s.closing
 	s.mu.Unlock()
+	if written > 0 { // not per stream frame: the budget has a lock
+		s.c.mem.give(written)
+	}
 	if wake {
 		s.kick()
 	}
@@ -143,7 +150,6 @@ func (s *scheduler) release(batch []byte, requeue *streamcore.Stream) {
 // loop passes false, so two peers' read loops can never both block writing
 // to each other.
 func (s *scheduler) sendCall(ctx context.Context, msg []byte, direct bool) error {
-	s.c.mem.force(int64(len(msg))) // our own: its caller waits on the bound instead
 	return s.enqueue(ctx, msg, direct, nil)
 }
 
@@ -151,7 +157,6 @@ func (s *scheduler) sendCall(ctx context.Context, msg []byte, direct bool) error
 // replies, and runs then under the queue's lock: nothing queued after then
 // ran can go out before msg, and msg cannot go out before then ran.
 func (s *scheduler) queueThen(msg []byte, then func()) error {
-	s.c.mem.force(int64(len(msg)))
 	return s.enqueue(context.Background(), msg, false, then)
 }
 
@@ -165,8 +170,9 @@ func (s *scheduler) queueThen(msg []byte, then func()) error {
 // late reply is dropped. Callers with a ctx that never ends (replies,
 // Background calls) keep the direct write.
 //
-// msg is charged to the connection's memory budget until it is written
-// (collectLocked) or fails here.
+// What this side sends of its own (calls, messages, the HELLO reply) is
+// not charged to the memory budget, which bounds what the peer makes us
+// hold: its callers wait on the queue's bound instead.
 func (s *scheduler) enqueue(ctx context.Context, msg []byte, direct bool, then func()) error {
 	direct = direct && ctx.Done() == nil
 	s.mu.Lock()
@@ -181,31 +187,39 @@ func (s *scheduler) enqueue(ctx context.Context, msg []byte, direct bool, then f
 	for s.callBytes > maxCallQueue && !s.closing {
 		if err := ctx.Err(); err != nil {
 			s.mu.Unlock()
-			s.c.mem.give(int64(len(msg)))
 			return err
 		}
 		s.space.Wait()
 	}
-	return s.appendLocked(msg, direct, then)
+	return s.appendLocked(queuedMsg{b: msg}, direct, then)
 }
 
-// queueReply queues a reply without waiting for the queue's bound: replies
-// are bounded by the memory budget they were charged to instead, so neither
-// the read loop nor a handler parks behind a peer that reads nothing.
+// queueReply queues a reply, charged queuedCost(len(msg)) to the memory
+// budget, without waiting for the queue's bound: replies are bounded by the
+// budget instead, so neither the read loop nor a handler parks behind a
+// peer that reads nothing. The charge is given back once it is written
+// (release) or dropped.
 func (s *scheduler) queueReply(msg []byte, direct bool, then func()) error {
 	s.mu.Lock()
-	return s.appendLocked(msg, direct, then)
+	return s.appendLocked(queuedMsg{b: msg, cost: queuedCost(len(msg))}, direct, then)
+}
+
+// queuedMsg is a queued call, reply or message, and what it is charged.
+type queuedMsg struct {
+	b    []byte
+	cost int64 // in the memory budget: 0 for our own calls and messages
 }
 
 // appendLocked runs with s.mu held and releases it.
-func (s *scheduler) appendLocked(msg []byte, direct bool, then func()) error {
+func (s *scheduler) appendLocked(msg queuedMsg, direct bool, then func()) error {
 	if s.closing {
 		s.mu.Unlock()
-		s.c.mem.give(int64(len(msg)))
+		s.c.mem.give(msg.cost)
 		return s.c.err
 	}
 	s.calls = append(s.calls, msg)
-	s.callBytes += len(msg)
+	s.callBytes += len(msg.b)
+	s.charged += msg.cost
 	if then != nil {
 		then()
 	}
@@ -265,12 +279,20 @@ func (s *scheduler) writeData(f streamcore.Frame) bool {
 func (s *scheduler) shutdown() {
 	s.mu.Lock()
 	s.closing = true
-	dropped := s.callBytes // each queued message is charged its length
-	s.ctrl, s.ctrlN, s.calls, s.callBytes, s.ready = nil, 0, nil, 0, nil
+	dropped := s.charged
+	s.ctrl, s.ctrlN, s.calls, s.callBytes, s.charged, s.ready = nil, 0, nil, 0, 0, nil
 	s.space.Broadcast()
 	s.mu.Unlock()
-	s.c.mem.give(int64(dropped))
+	s.c.mem.give(dropped)
 	s.kick()
+}
+
+// owed is the memory budget charge of the replies queued and being
+// written, and of those being written (see stallCheck).
+func (s *scheduler) owed() (all, writing int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.charged + s.inflight, s.inflight
 }
 
 // idle reports whether nothing is queued or being written.
@@ -337,17 +359,23 @@ func (s *scheduler) run() {
 
 // collectLocked appends every queued control message and as many calls as
 // fit a batch to b.
+//
+// What the collected messages were charged to the memory budget is given
+// back by release, once they are written: a batch blocked in Write toward a
+// peer that reads nothing is memory held for it. A large message with
+// nothing before it is written from its own buffer, not copied.
 func (s *scheduler) collectLocked(b []byte) ([]byte, int) {
 	b = append(b, s.ctrl...)
 	frames := s.ctrlN
 	s.ctrl, s.ctrlN, s.pongQueued = s.ctrl[:0], 0, false
-	for len(s.calls) > 0 && (len(b) == 0 || len(b)+len(s.calls[0]) <= maxBatch) {
-		m := s.calls[0]
-		s.calls[0] = nil
-		s.calls = s.calls[1:]
-		s.callBytes -= len(m)
-		s.c.mem.give(int64(len(m)))
-		b = append(b, m...)
+	if len(b) == 0 && len(s.calls) > 0 && len(s.calls[0].b) > maxBatch {
+		b = s.calls[0].b
+		s.popCallLocked()
+		frames++
+	}
+	for len(s.calls) > 0 && (len(b) == 0 || len(b)+len(s.calls[0].b) <= maxBatch) {
+		b = append(b, s.calls[0].b...)
+		s.popCallLocked()
 		frames++
 	}
 	if len(s.calls) == 0 {
@@ -357,6 +385,17 @@ func (s *scheduler) collectLocked(b []byte) ([]byte, int) {
 		s.space.Broadcast()
 	}
 	return b, frames
+}
+
+// popCallLocked drops the first queued call, reply or message, counting
+// its charge as in flight until release.
+func (s *scheduler) popCallLocked() {
+	m := s.calls[0]
+	s.calls[0] = queuedMsg{}
+	s.calls = s.calls[1:]
+	s.callBytes -= len(m.b)
+	s.charged -= m.cost
+	s.inflight += m.cost
 }
 
 // write writes whole messages. They are counted before the Write, so that a

@@ -159,3 +159,56 @@ func TestLargeMessageBeforeAuthIsRefused(t *testing.T) {
 	assert.Len(t, p.expect(frame.TypeReply, frame.StatusOK, 2), 100<<10)
 	assert.NoError(t, srv.Err())
 }
+
+// A peer that asks for replies, never reads them and pings to stay alive
+// is closed once they wait past MessageTimeout (plus their size at
+// MinMessageRate): else it holds their memory for as long as it likes.
+func TestPeerThatReadsNothingIsReaped(t *testing.T) {
+	a, b := net.Pipe() // nobody reads a: the server's first write blocks
+	srv := rpc.Server(b, quickSlow(&rpc.Options{Handlers: echoMux(), KeepaliveInterval: -1}))
+	defer func() { _ = a.Close(); _ = srv.Close() }()
+	ping := rawFrame(frame.Header{Prog: frame.KeepaliveProgram, Vers: frame.KeepaliveVersion, Proc: frame.KeepalivePing, Type: frame.TypeMessage}, nil)
+	go func() {
+		if _, err := a.Write(rawFrame(hdr(procedure(echoProc), frame.TypeCall, 1, frame.StatusOK), make([]byte, 8<<10))); err != nil {
+			return
+		}
+		for {
+			select {
+			case <-srv.Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if _, err := a.Write(ping); err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case <-srv.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("a peer that reads nothing kept its replies queued")
+	}
+	assert.ErrorIs(t, srv.Err(), rpc.ErrPeerNotReading)
+}
+
+// A peer that reads slowly but at the minimum rate is not reaped, however
+// long its reply takes to write.
+func TestSlowReaderAtTheMinimumIsNotReaped(t *testing.T) {
+	srv, nc := rawServer(t, quickSlow(&rpc.Options{Handlers: echoMux(), KeepaliveInterval: -1}))
+	require.NoError(t, nc.(*net.TCPConn).SetReadBuffer(4<<10))
+	p := newRawPeer(t, nc)
+	p.send(hdr(procedure(echoProc), frame.TypeCall, 1, frame.StatusOK), make([]byte, 4<<20))
+	time.Sleep(300 * time.Millisecond) // the reply fills the socket buffers
+	var got int
+	for { // 80 KiB/s, over the 5 KiB/s minimum
+		buf := make([]byte, 4<<10)
+		n, err := nc.Read(buf)
+		require.NoError(t, err)
+		got += n
+		if got > 256<<10 {
+			break // long enough: one Write of the reply outlasted many MessageTimeouts
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	assert.NoError(t, srv.Err())
+}

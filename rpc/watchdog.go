@@ -1,6 +1,7 @@
 package rpc
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"sync/atomic"
@@ -55,5 +56,37 @@ func (w *slowCheck) check(c *Conn, now time.Time) error {
 			ErrSlowPeer, got-w.got, end-w.got, now.Sub(w.at).Round(time.Millisecond), c.cfg.MinMessageRate, end-got)
 	}
 	w.got, w.at = got, now
+	return nil
+}
+
+// ErrPeerNotReading: the peer left replies it asked for unread longer than
+// MessageTimeout and MinMessageRate allow (see Options.MessageTimeout).
+var ErrPeerNotReading = errors.New("virtrpc: peer does not read its replies")
+
+// stallCheck reaps a peer that keeps sending (pings, say, so keepalive
+// holds it alive) but reads nothing, while replies to it wait: they are
+// memory held for it, within ConnectionMemory, for as long as it likes.
+// Our write must progress as the peer's must: a batch of n bytes of
+// replies gets MessageTimeout + n/MinMessageRate. Bytes are counted before
+// each Write (scheduler.write), so a Write that blocks shows no progress;
+// nothing is added to the write path. A writer blocked on stream data alone
+// is not reaped: in compat mode a peer whose stream reader is behind stops
+// reading, as libvirt does, and that is no attack.
+type stallCheck struct {
+	out   int64
+	since time.Time
+}
+
+func (w *stallCheck) check(c *Conn, now time.Time) error {
+	out := c.stats.bytesOut.Load()
+	owed, writing := c.sched.owed()
+	if out != w.out || owed == 0 {
+		w.out, w.since = out, now
+		return nil
+	}
+	allowed := c.cfg.MessageTimeout + time.Duration(writing)*time.Second/time.Duration(c.cfg.MinMessageRate)
+	if stuck := now.Sub(w.since); stuck >= allowed {
+		return fmt.Errorf("%w: %d bytes of replies waiting, nothing written for %v", ErrPeerNotReading, owed, stuck.Round(time.Millisecond))
+	}
 	return nil
 }

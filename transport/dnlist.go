@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+
+	"github.com/virtrpc/virtrpc/internal/glob"
 )
 
 // ErrDNNotAllowed is matched by the error a server's handshake fails with
@@ -34,41 +36,11 @@ func AllowDNs(patterns []string) func(tls.ConnectionState) error {
 			return fmt.Errorf("transport: %w: no verified client certificate", ErrDNNotAllowed)
 		}
 		dn := cs.VerifiedChains[0][0].Subject.String()
-		for _, p := range pats {
-			if globMatch(p, dn) {
-				return nil
-			}
+		if glob.Any(pats, dn) {
+			return nil
 		}
 		return &DNError{DN: dn}
 	}
-}
-
-// globMatch is GLib's g_pattern_match_simple, which libvirt uses: '*' and
-// '?' only, no escapes, no classes. Iterative with one backtrack point, so
-// linear in practice and never exponential.
-func globMatch(pattern, s string) bool {
-	p, i := 0, 0
-	star, mark := -1, 0
-	for i < len(s) {
-		switch {
-		case p < len(pattern) && (pattern[p] == '?' || pattern[p] == s[i]):
-			p++
-			i++
-		case p < len(pattern) && pattern[p] == '*':
-			star, mark = p, i
-			p++
-		case star >= 0:
-			p = star + 1
-			mark++
-			i = mark
-		default:
-			return false
-		}
-	}
-	for p < len(pattern) && pattern[p] == '*' {
-		p++
-	}
-	return p == len(pattern)
 }
 
 // withAllowedDNs adds the allow-list check to cfg (already a clone), after

@@ -26,7 +26,8 @@ type TLSOptions struct {
 	// LibvirtAck speaks libvirt's post-handshake acknowledgement: once the
 	// server has accepted the client's certificate it sends one byte, 0x01.
 	// DialTLS waits for that byte; connections from ListenTLS send it right
-	// after their handshake (see [LibvirtServerConn]).
+	// after their handshake (see [LibvirtServerConn]), and send no TLS 1.3
+	// session tickets, which libvirt's client cannot take before the byte.
 	LibvirtAck bool
 
 	// AllowedDNs, on a listener, accepts only clients whose verified
@@ -134,6 +135,13 @@ func ListenTLS(ctx context.Context, network, addr string, opts *TLSOptions) (net
 		return nil, errors.New("transport: TLSOptions.AllowedDNs needs Config.ClientAuth = tls.RequireAndVerifyClientCert")
 	}
 	withAllowedDNs(cfg, opts.AllowedDNs)
+	if opts.LibvirtAck {
+		// libvirt's client reads the acknowledgement byte with one read
+		// right after its handshake; a TLS 1.3 session ticket arriving first
+		// makes GnuTLS report EAGAIN and virsh fail with "Unable to read TLS
+		// confirmation". libvirt clients never resume sessions anyway.
+		cfg.SessionTicketsDisabled = true
+	}
 	var ln net.Listener
 	switch network {
 	case "tcp", "tcp4", "tcp6":

@@ -33,7 +33,10 @@ func TestStringSliceDecodesCompactly(t *testing.T) {
 		v.S = nil
 		require.NoError(t, Unmarshal(in, &v))
 	})
-	assert.LessOrEqual(t, allocs, 4.0, "allocations for %d strings", n)
+	// 4 in a quiet run (slice, backing string, their growth); a GC or the
+	// runtime's own bookkeeping adds one now and then. One per string, the
+	// bug this guards against, is 65539.
+	assert.LessOrEqual(t, allocs, 16.0, "allocations for %d strings", n)
 
 	var m0, m1 runtime.MemStats
 	runtime.GC()

@@ -256,6 +256,9 @@ exec "$@"`
 	if err := d.waitReady(15 * time.Second); err != nil {
 		t.Fatalf("libvirtd did not come up: %v\nstderr: %s\nlog:\n%s", err, d.readFile("stderr"), d.LogText())
 	}
+	if err := d.waitTLS(15 * time.Second); err != nil {
+		t.Fatalf("libvirtd's TLS port did not come up: %v\nlog:\n%s", err, d.LogText())
+	}
 	return d
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net"
 
-	"github.com/virtrpc/virtrpc/frame/xdr"
 	"github.com/virtrpc/virtrpc/rpc"
 	"github.com/virtrpc/virtrpc/stream"
 )
@@ -204,45 +203,11 @@ func Client(ctx context.Context, nc net.Conn, uri string, opts *rpc.Options) (*r
 	return c, nil
 }
 
-// Direction says which way a stream's data goes, seen from the client.
-type Direction int
-
-// Directions.
-const (
-	Upload   Direction = iota // client to daemon (STORAGE_VOL_UPLOAD)
-	Download                  // daemon to client (STORAGE_VOL_DOWNLOAD, DOMAIN_SCREENSHOT)
-)
-
-// DirectionDeclared says whether OpenStream passes dir on to the stream API.
-// At f3498dc it could not: a stream did not know it was the receiving side,
-// so closing a download early returned nil (issue 6). It does now.
-const DirectionDeclared = true
-
 // OpenStream calls proc with args (encoded by the xdr codec), opens the
-// stream of the call and decodes the reply into replyTo (nil for an empty
-// reply). It is the one place the interop tests open streams; dir is what the
-// stream API will declare.
-func OpenStream(ctx context.Context, c *rpc.Conn, proc int32, dir Direction, sparse bool, args, replyTo any) (*stream.Stream, error) {
-	sd := stream.Upload
-	if dir == Download {
-		sd = stream.Download
-	}
-	var b []byte
-	if args != nil {
-		var err error
-		if b, err = xdr.Marshal(args); err != nil {
-			return nil, fmt.Errorf("encoding arguments of proc %d: %w", proc, err)
-		}
-	}
-	st, reply, err := c.OpenStream(ctx, Proc(proc), b, sd, &stream.Options{Sparse: sparse})
-	if err != nil {
-		return nil, err
-	}
-	if replyTo != nil {
-		if err := xdr.Unmarshal(reply, replyTo); err != nil {
-			_ = st.CloseWithError(err)
-			return nil, fmt.Errorf("decoding reply of proc %d: %w", proc, err)
-		}
-	}
-	return st, nil
+// stream of the call in direction dir (stream.Upload for
+// STORAGE_VOL_UPLOAD, stream.Download for STORAGE_VOL_DOWNLOAD and
+// DOMAIN_SCREENSHOT) and decodes the reply into replyTo (nil for an empty
+// reply). It is the one place the interop tests open streams.
+func OpenStream(ctx context.Context, c *rpc.Conn, proc int32, dir stream.Direction, sparse bool, args, replyTo any) (*stream.Stream, error) {
+	return c.OpenStreamXDR(ctx, Proc(proc), args, dir, &stream.Options{Sparse: sparse}, replyTo)
 }

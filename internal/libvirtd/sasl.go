@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/virtrpc/virtrpc/internal/testcert"
 )
@@ -106,4 +107,29 @@ func freePort(t testing.TB) int {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// waitTLS waits until the TLS port (if any) accepts connections: libvirtd
+// may open its unix socket first.
+func (d *Daemon) waitTLS(timeout time.Duration) error {
+	if d.TLSAddr == "" {
+		return nil
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		select {
+		case <-d.exited:
+			return fmt.Errorf("libvirtd exited: %v", d.waitErr)
+		default:
+		}
+		c, err := net.DialTimeout("tcp", d.TLSAddr, time.Second)
+		if err == nil {
+			_ = c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("%s after %v: %w", d.TLSAddr, timeout, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

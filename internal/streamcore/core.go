@@ -107,13 +107,14 @@ type Stream struct {
 	// connection did. aborted: we aborted (CloseWithError, an expired
 	// Finish, an early receiver Close). closed: the user closed the stream;
 	// local reads and writes fail.
-	rerr      error
-	aborted   error
-	closed    bool
-	finishing bool // a Finish is waiting for the verdict
-	discard   bool // the local reader is gone (net.Conn Close): data is dropped, the peer's finish acknowledged at once
-	okSent    bool // CompatClient: our STREAM/OK (the finish of the whole stream) is queued
-	released  bool
+	rerr       error
+	aborted    error
+	closed     bool
+	verdictErr error // the peer's verdict on our direction counts less than we sent (native)
+	finishing  bool  // a Finish is waiting for the verdict
+	discard    bool  // the local reader is gone (net.Conn Close): data is dropped, the peer's finish acknowledged at once
+	okSent     bool  // CompatClient: our STREAM/OK (the finish of the whole stream) is queued
+	released   bool
 
 	// send side
 	outq      []outFrame

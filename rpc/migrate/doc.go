@@ -61,7 +61,7 @@
 //	1 PREPARE  {id, cookie, streams<{name, size, sparse}>} → {cookie}
 //	2 TUNNEL   {id, index} → {}, opens stream index (the source sends)
 //	3 WATCH    {id} → {} once the migration is over here, or its failure
-//	4 FINISH   {id, sent<hyper>} → {cookie}
+//	4 FINISH   {id, sent<hyper>, cookie} → {cookie}
 //	5 CONFIRM  {id, failure *} → {} (the source's Confirm outcome)
 //	6 ABORT    {id, failure *} → {} (the source failed or cancelled)
 //

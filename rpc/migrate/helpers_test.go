@@ -91,9 +91,10 @@ type srcDriver struct {
 	plan     migrate.Plan
 	beginErr error
 	// perform returns the readers; nil: readers from data.
-	perform    func(ctx context.Context, cookie []byte) ([]io.Reader, error)
-	data       [][]byte
-	confirmErr error
+	perform      func(ctx context.Context, cookie []byte) ([]io.Reader, error)
+	data         [][]byte
+	confirmErr   error
+	afterPerform []byte // the Perform cookie
 
 	mu            sync.Mutex
 	performCookie []byte
@@ -119,6 +120,11 @@ func (d *srcDriver) Perform(ctx context.Context, cookie []byte) ([]io.Reader, er
 	return rs, nil
 }
 
+// PerformCookie makes srcDriver a migrate.PerformCookier.
+func (d *srcDriver) PerformCookie(ctx context.Context) ([]byte, error) {
+	return d.afterPerform, nil
+}
+
 func (d *srcDriver) Confirm(ctx context.Context, cookie []byte, failed error) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -138,10 +144,11 @@ type dstDriver struct {
 	prepare func(ctx context.Context) error // runs in Prepare
 	finish  func(ctx context.Context) error // runs in a Finish without failure
 
-	mu       sync.Mutex
-	incoming *migrate.Incoming
-	bufs     []*bytes.Buffer
-	finishes []error // every Finish's failed argument
+	mu            sync.Mutex
+	incoming      *migrate.Incoming
+	bufs          []*bytes.Buffer
+	finishes      []error // every Finish's failed argument
+	performCookie []byte  // as Finish saw it
 }
 
 func (d *dstDriver) Prepare(ctx context.Context, in *migrate.Incoming) ([]byte, []io.Writer, error) {
@@ -170,6 +177,9 @@ func (d *dstDriver) Prepare(ctx context.Context, in *migrate.Incoming) ([]byte, 
 func (d *dstDriver) Finish(ctx context.Context, in *migrate.Incoming, failed error) ([]byte, error) {
 	d.mu.Lock()
 	d.finishes = append(d.finishes, failed)
+	if failed == nil {
+		d.performCookie = bytes.Clone(in.PerformCookie)
+	}
 	d.mu.Unlock()
 	if failed == nil && d.finish != nil {
 		if err := d.finish(ctx); err != nil {

@@ -17,6 +17,9 @@ type Incoming struct {
 	ID      string
 	Cookie  []byte // the source's, from its Begin
 	Streams []StreamInfo
+	// PerformCookie is the source's cookie after Perform (see
+	// PerformCookier), set before Finish is called without failure.
+	PerformCookie []byte
 
 	r      *Receiver
 	conn   *rpc.Conn
@@ -45,8 +48,9 @@ type (
 		err    *Error
 	}
 	finishReq struct {
-		sent  []int64
-		reply chan finishResult
+		sent   []int64
+		cookie []byte
+		reply  chan finishResult
 	}
 	finishResult struct {
 		cookie []byte

@@ -67,6 +67,7 @@ func (in *Incoming) run() {
 		in.cleanup(e)
 		return
 	}
+	in.PerformCookie = req.cookie
 	cookie, err = drv.Finish(in.ctx, in, nil)
 	if err != nil {
 		// A Finish that fails has cleaned up.

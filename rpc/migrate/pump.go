@@ -4,7 +4,39 @@ import (
 	"context"
 	"io"
 	"sync/atomic"
+
+	"github.com/virtrpc/virtrpc/stream"
 )
+
+// pumpBuffer is the most a pump reads at once: a stream frame's payload.
+const pumpBuffer = 65508
+
+// pump copies r into st until io.EOF. Whatever a Read returns is sent at
+// once, so a channel that carries little (QEMU's main channel next to its
+// multifd channels) is never held back to fill a frame; stream.ReadFrom,
+// which fills whole frames, serves only sparse files, whose reads never
+// wait and whose holes it finds.
+func pump(st *stream.Stream, r io.Reader, sparse bool) error {
+	if _, ok := r.(io.Seeker); ok && sparse {
+		_, err := st.ReadFrom(r)
+		return err
+	}
+	buf := make([]byte, pumpBuffer)
+	for {
+		n, err := r.Read(buf)
+		if n > 0 {
+			if _, werr := st.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
 
 // meteredReader is what a source stream's pump reads: it counts the bytes
 // and takes them from the bandwidth bucket before handing them on.

@@ -247,7 +247,7 @@ func (r *Receiver) finish(ctx context.Context, req *rpc.Request) ([]byte, error)
 	}
 	rep := make(chan finishResult, 1)
 	select {
-	case in.finishReq <- finishReq{sent: a.Sent, reply: rep}:
+	case in.finishReq <- finishReq{sent: a.Sent, cookie: a.Cookie, reply: rep}:
 	case <-in.done:
 		return nil, in.failureOr(Finish).wire()
 	case <-ctx.Done():

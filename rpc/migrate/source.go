@@ -59,6 +59,15 @@ type SourceDriver interface {
 	Confirm(ctx context.Context, cookie []byte, failed error) error
 }
 
+// PerformCookier is a SourceDriver with a cookie for the destination's
+// Finish, as libvirt's Perform returns one: PerformCookie is called once
+// every stream has been pumped and acknowledged, and its cookie arrives as
+// Incoming.PerformCookie before the destination's Finish (for example a
+// digest of what was sent).
+type PerformCookier interface {
+	PerformCookie(ctx context.Context) ([]byte, error)
+}
+
 // OutgoingOptions configure a migration on the source. The zero value (or
 // nil) means the documented defaults.
 type OutgoingOptions struct {
@@ -295,9 +304,19 @@ func (o *Outgoing) runUntilFinish(ctx context.Context, plan Plan, failed func(Ph
 		return nil, failed(Perform, err)
 	}
 
+	fa := finishArgs{ID: o.opts.ID, Sent: sent}
+	if pc, ok := o.drv.(PerformCookier); ok {
+		if fa.Cookie, err = pc.PerformCookie(ctx); err == nil && len(fa.Cookie) > maxCookie {
+			err = fmt.Errorf("the Perform cookie has %d bytes, more than %d", len(fa.Cookie), maxCookie)
+		}
+		if err != nil {
+			return nil, failed(Perform, err)
+		}
+	}
+
 	o.setPhase(Finish)
 	var fr cookieRet
-	if err := o.conn.CallXDR(ctx, ProcFinish, finishArgs{ID: o.opts.ID, Sent: sent}, &fr); err != nil {
+	if err := o.conn.CallXDR(ctx, ProcFinish, fa, &fr); err != nil {
 		return nil, failed(Finish, err)
 	}
 	return fr.Cookie, nil
@@ -350,7 +369,7 @@ func (o *Outgoing) perform(ctx context.Context, plan Plan, cookie []byte) ([]int
 		wg.Go(func() {
 			defer m.done[i].Store(true)
 			st := o.streams[i]
-			_, err := st.ReadFrom(pumpReader(ctx, r, plan.Streams[i].Sparse, &m.counts[i], o.limit))
+			err := pump(st, pumpReader(ctx, r, plan.Streams[i].Sparse, &m.counts[i], o.limit), plan.Streams[i].Sparse)
 			if err == nil {
 				err = st.Finish(ctx) // the destination's verdict
 			}

@@ -64,6 +64,7 @@ func TestMemoryAndSparseDiskMoveIntact(t *testing.T) {
 
 			memory := randBytes(24<<20, 9)
 			src := &srcDriver{
+				afterPerform: randBytes(777, 4),
 				plan: migrate.Plan{Cookie: randBytes(4096, 1), Streams: []migrate.StreamInfo{
 					{Name: "memory", Size: int64(len(memory))},
 					{Name: "disk-vda", Size: 4 << 20, Sparse: true},
@@ -74,7 +75,8 @@ func TestMemoryAndSparseDiskMoveIntact(t *testing.T) {
 				if err != nil {
 					return nil, err
 				}
-				return []io.Reader{bytesReader(memory), f}, nil // f is closed by the helper only on failure
+				t.Cleanup(func() { _ = f.Close() }) // the helper closes readers only on failure
+				return []io.Reader{bytesReader(memory), f}, nil
 			}
 			dst := &dstDriver{prepareCookie: randBytes(3000, 2), finishCookie: randBytes(5000, 3)}
 			var dstFile *os.File
@@ -101,6 +103,7 @@ func TestMemoryAndSparseDiskMoveIntact(t *testing.T) {
 			dst.mu.Unlock()
 			assert.Equal(t, src.plan.Cookie, in.Cookie, "Begin's cookie at the destination's Prepare")
 			assert.Equal(t, dst.prepareCookie, src.performCookie, "Prepare's cookie at the source's Perform")
+			assert.Equal(t, src.afterPerform, dst.performCookie, "Perform's cookie at the destination's Finish")
 			assert.Equal(t, dst.finishCookie, src.confirmCookie, "Finish's cookie at the source's Confirm")
 			assert.Equal(t, []error{nil}, src.confirmed)
 			assert.Equal(t, []error{nil}, dst.finishCalls())

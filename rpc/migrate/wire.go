@@ -48,8 +48,9 @@ type (
 		ID string `xdr:"max=256"`
 	}
 	finishArgs struct {
-		ID   string  `xdr:"max=256"`
-		Sent []int64 `xdr:"max=64"` // data bytes per stream
+		ID     string  `xdr:"max=256"`
+		Sent   []int64 `xdr:"max=64"` // data bytes per stream
+		Cookie []byte  `xdr:"max=1048576"`
 	}
 	// outcomeArgs is CONFIRM's and ABORT's: Failed is the source's failure
 	// (Confirm: nil after a successful confirm).

@@ -15,7 +15,12 @@
 //     libvirtd the client speaks plain SCRAM-SHA-256.
 //   - PLAIN (RFC 4616), checked on the server against the SCRAM verifiers.
 //   - EXTERNAL: the identity is the subject DN of the verified TLS client
-//     certificate.
+//     certificate, or on a unix socket the client's uid (SO_PEERCRED).
+//
+// ServerOptions.TLSIdentity and UnixIdentity let the transport's own
+// identity authenticate a connection without SASL, as libvirtd's
+// auth_tls = "none" and auth_unix_rw = "none" do (AUTH_LIST then answers
+// "none"); Authorize decides in every case.
 //
 // The client side is one call, [Authenticate], with mechanisms in order of
 // preference ([Password] gives -PLUS then plain SCRAM); nothing outside the
@@ -52,7 +57,8 @@
 // libvirt's VIR_ERR_AUTH_FAILED (45) error replies; a virtrpc server adds
 // the Reason in str2, so its client reports ErrWrongPassword,
 // ErrUnknownUser and the rest (the server tells them apart, as SCRAM's own
-// e=unknown-user does).
+// e=unknown-user does, unless ServerOptions.ConcealReasons makes it answer
+// only "authentication failed", as libvirtd does).
 //
 // # Dependencies
 //

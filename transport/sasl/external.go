@@ -1,7 +1,10 @@
 package sasl
 
+import "fmt"
+
 // External returns the client side of EXTERNAL (RFC 4422 appendix A): the
-// server takes the identity from the verified TLS client certificate.
+// server takes the identity from the verified TLS client certificate, or
+// on a unix socket from the client process's uid.
 // authzID is the identity to act as; empty means the certificate's own.
 func External(authzID string) ClientMechanism { return externalClient{authzID} }
 
@@ -10,8 +13,8 @@ type externalClient struct{ authz string }
 func (externalClient) Name() string { return MechExternal }
 
 func (e externalClient) Start(cs ConnState) (ClientSession, error) {
-	if cs.TLS == nil || len(cs.TLS.PeerCertificates) == 0 {
-		return nil, fail(ReasonMechanismNotOffered, MechExternal, "needs a TLS connection with a client certificate")
+	if (cs.TLS == nil || len(cs.TLS.PeerCertificates) == 0) && !cs.Local {
+		return nil, fail(ReasonMechanismNotOffered, MechExternal, "needs a TLS connection with a client certificate, or a unix socket")
 	}
 	return &externalClientSession{authz: e.authz}, nil
 }
@@ -38,24 +41,35 @@ func (s *externalClientSession) Finish(final []byte) error {
 
 func (*externalClientSession) SecurityLayer() SecurityLayer { return nil }
 
-// ExternalServer returns the server side of EXTERNAL: offered only on TLS
-// connections whose client certificate was verified; the identity is the
-// certificate's subject DN (as libvirt's tls_allowed_dn_list sees it).
+// ExternalServer returns the server side of EXTERNAL: offered on TLS
+// connections whose client certificate was verified, where the identity is
+// the certificate's subject DN (as libvirt's tls_allowed_dn_list sees it),
+// and on unix sockets with peer credentials, where it is "uid=N".
 func ExternalServer() ServerMechanism { return externalServer{} }
 
 type externalServer struct{}
 
 func (externalServer) Name() string { return MechExternal }
 
-func (externalServer) Available(cs ConnState) bool {
-	return cs.TLS != nil && len(cs.TLS.VerifiedChains) > 0 && len(cs.TLS.VerifiedChains[0]) > 0
+func (externalServer) Available(cs ConnState) bool { return externalName(cs) != "" }
+
+// externalName is the identity EXTERNAL gives on cs, or "".
+func externalName(cs ConnState) string {
+	if cs.TLS != nil && len(cs.TLS.VerifiedChains) > 0 && len(cs.TLS.VerifiedChains[0]) > 0 {
+		return cs.TLS.VerifiedChains[0][0].Subject.String()
+	}
+	if cs.Peer != nil {
+		return fmt.Sprintf("uid=%d", cs.Peer.UID)
+	}
+	return ""
 }
 
 func (e externalServer) Start(cs ConnState) (ServerSession, error) {
-	if !e.Available(cs) {
-		return nil, fail(ReasonMechanismNotOffered, MechExternal, "no verified TLS client certificate")
+	name := externalName(cs)
+	if name == "" {
+		return nil, fail(ReasonMechanismNotOffered, MechExternal, "no verified TLS client certificate, no unix peer credentials")
 	}
-	return &externalServerSession{dn: cs.TLS.VerifiedChains[0][0].Subject.String()}, nil
+	return &externalServerSession{dn: name}, nil
 }
 
 type externalServerSession struct {

@@ -1,6 +1,11 @@
 package sasl_test
 
 import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -102,4 +107,94 @@ func TestUnauthenticatedCapSparesAuthenticatedClients(t *testing.T) {
 	fourth := f.dial(t, compat)
 	_, err = whoami(t, fourth)
 	require.ErrorContains(t, err, "authentication required")
+}
+
+// TestTLSIdentityWhenAllowed: with TLSIdentity, a verified client
+// certificate authenticates the connection (AUTH_LIST says "none", as
+// libvirtd's auth_tls = "none"), subject to Authorize; without it, the
+// certificate alone opens nothing.
+func TestTLSIdentityWhenAllowed(t *testing.T) {
+	srvTLS, cliTLS := tlsPair(t, tls.VersionTLS13)
+	f := startServer(t, fixtureOpts{network: "tcp", tls: srvTLS, client: cliTLS, sasl: &sasl.ServerOptions{TLSIdentity: true}})
+	c := f.dial(t, compat)
+	id, err := sasl.Authenticate(testCtx(t), c, &sasl.ClientOptions{Mechanisms: sasl.Password(creds()), AllowNone: true})
+	require.NoError(t, err)
+	assert.Nil(t, id, "no SASL ran")
+	got, err := whoami(t, c)
+	require.NoError(t, err)
+	assert.Equal(t, "CN=virtrpc-client,O=virtrpc", got)
+
+	refuse := startServer(t, fixtureOpts{network: "tcp", tls: srvTLS, client: cliTLS, sasl: &sasl.ServerOptions{TLSIdentity: true,
+		Authorize: func(ctx context.Context, id *sasl.Identity) error {
+			if id.Mechanism == sasl.MechTLS {
+				return errors.New("certificates are not enough here")
+			}
+			return nil
+		}}})
+	c = refuse.dial(t, compat)
+	id, err = sasl.Authenticate(testCtx(t), c, &sasl.ClientOptions{Mechanisms: sasl.Password(creds()), AllowNone: true})
+	require.NoError(t, err, "refused as TLS identity, the client falls back to SASL")
+	assert.Equal(t, sasl.MechSCRAMSHA256Plus, id.Mechanism)
+
+	off := startServer(t, fixtureOpts{network: "tcp", tls: srvTLS, client: cliTLS})
+	c = off.dial(t, compat)
+	_, err = whoami(t, c)
+	require.ErrorContains(t, err, "authentication required")
+	_, err = sasl.Authenticate(testCtx(t), c, &sasl.ClientOptions{Mechanisms: []sasl.ClientMechanism{}, AllowNone: true})
+	require.ErrorIs(t, err, sasl.ErrMechanismNotOffered)
+}
+
+// TestFailureDelay: each refusal is held back (500 ms by default), so
+// guessing is slow; a success is not.
+func TestFailureDelay(t *testing.T) {
+	f := startServer(t, fixtureOpts{sasl: &sasl.ServerOptions{FailureDelay: 300 * time.Millisecond}})
+	c := f.dial(t, compat)
+	start := time.Now()
+	err := plainAttempt(t, c, "wrong")
+	require.ErrorContains(t, err, "wrong password")
+	assert.GreaterOrEqual(t, time.Since(start), 300*time.Millisecond)
+	start = time.Now()
+	require.NoError(t, plainAttempt(t, c, password))
+	assert.Less(t, time.Since(start), 300*time.Millisecond)
+}
+
+// TestUnixIdentityWhenAllowed: with UnixIdentity, the peer's uid on a unix
+// socket authenticates the connection, subject to Authorize.
+func TestUnixIdentityWhenAllowed(t *testing.T) {
+	f := startServer(t, fixtureOpts{sasl: &sasl.ServerOptions{UnixIdentity: true}})
+	c := f.dial(t, compat)
+	id, err := sasl.Authenticate(testCtx(t), c, &sasl.ClientOptions{Mechanisms: sasl.Password(creds()), AllowNone: true})
+	require.NoError(t, err)
+	assert.Nil(t, id)
+	got, err := whoami(t, c)
+	require.NoError(t, err)
+	assert.Equal(t, fmt.Sprintf("uid=%d", os.Getuid()), got)
+
+	f = startServer(t, fixtureOpts{sasl: &sasl.ServerOptions{UnixIdentity: true, Authorize: func(ctx context.Context, id *sasl.Identity) error {
+		if id.Mechanism == sasl.MechUnix && id.Username != "uid=4242" {
+			return errors.New("only uid 4242")
+		}
+		return nil
+	}}})
+	c = f.dial(t, compat)
+	_, err = whoami(t, c)
+	require.ErrorContains(t, err, "authentication required")
+	id, err = sasl.Authenticate(testCtx(t), c, &sasl.ClientOptions{Mechanisms: sasl.Password(creds()), AllowNone: true})
+	require.NoError(t, err, "refused by uid, the client logs in with SCRAM")
+	assert.Equal(t, sasl.MechSCRAMSHA256, id.Mechanism)
+}
+
+func TestAllowUsers(t *testing.T) {
+	store := &sasl.MemoryStore{}
+	require.NoError(t, store.AddUser(user, password))
+	require.NoError(t, store.AddUser("mallory", password))
+	f := startServer(t, fixtureOpts{sasl: &sasl.ServerOptions{
+		Mechanisms: []sasl.ServerMechanism{sasl.SCRAMServer(store)}, Authorize: sasl.AllowUsers("fr?d", "admin-*")}})
+	c := f.dial(t, compat)
+	_, err := sasl.Authenticate(testCtx(t), c, &sasl.ClientOptions{Mechanisms: []sasl.ClientMechanism{sasl.SCRAMSHA256(creds())}})
+	require.NoError(t, err)
+	c = f.dial(t, compat)
+	_, err = sasl.Authenticate(testCtx(t), c, &sasl.ClientOptions{Mechanisms: []sasl.ClientMechanism{sasl.SCRAMSHA256(sasl.Credentials{Username: "mallory", Password: password})}})
+	require.ErrorIs(t, err, sasl.ErrNotAllowed)
+	assert.ErrorContains(t, err, `"mallory" is not on the allowed list`)
 }

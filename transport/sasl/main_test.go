@@ -22,7 +22,7 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func testCtx(t *testing.T) context.Context {
+func testCtx(t testing.TB) context.Context {
 	ctx, cancel := context.WithTimeout(t.Context(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
@@ -38,6 +38,9 @@ func newPKI(t testing.TB) *testcert.PKI {
 // echoProc is a procedure behind the auth gate: it answers with the name
 // of the authenticated user, and counts its runs.
 var echoProc = rpc.Procedure{Prog: 0x20008086, Vers: 1, Proc: 59} // CONNECT_GET_HOSTNAME's number
+
+// pingProc answers with nothing; the open-server benchmark calls it.
+var pingProc = rpc.Procedure{Prog: 0x20008086, Vers: 1, Proc: 1000}
 
 // fixture is a virtrpc server authenticating with SASL.
 type fixture struct {
@@ -59,15 +62,23 @@ type fixtureOpts struct {
 	client  *tls.Config
 	sasl    *sasl.ServerOptions // Mechanisms default to SCRAM-PLUS, SCRAM, PLAIN, EXTERNAL over the store
 	rpc     *rpc.Options
+	// extra registers more handlers; libvirtAck sends libvirt's TLS
+	// acknowledgement byte (for virsh).
+	extra      func(*rpc.Mux)
+	libvirtAck bool
+	noGate     bool // no auth gate: every call is served (benchmarks)
 }
 
-func startServer(t *testing.T, o fixtureOpts) *fixture {
+func startServer(t testing.TB, o fixtureOpts) *fixture {
 	t.Helper()
 	f := &fixture{store: &sasl.MemoryStore{}, tlsClient: o.client}
 	require.NoError(t, f.store.AddUser(user, password))
 	so := sasl.ServerOptions{}
 	if o.sasl != nil {
 		so = *o.sasl
+	}
+	if so.FailureDelay == 0 {
+		so.FailureDelay = -1 // tests that fail often; TestFailureDelay sets one
 	}
 	if so.Mechanisms == nil {
 		so.Mechanisms = []sasl.ServerMechanism{sasl.SCRAMPlusServer(f.store), sasl.SCRAMServer(f.store), sasl.PlainServer(f.store), sasl.ExternalServer()}
@@ -86,11 +97,18 @@ func startServer(t *testing.T, o fixtureOpts) *fixture {
 		}
 		return []byte(id.Username), nil
 	})
+	if o.extra != nil {
+		o.extra(mux)
+	}
 	ro := rpc.Options{}
 	if o.rpc != nil {
 		ro = *o.rpc
 	}
-	ro.Handlers, ro.Auth = mux, srv.Gate()
+	mux.Handle(pingProc, func(ctx context.Context, req *rpc.Request) ([]byte, error) { return nil, nil })
+	ro.Handlers = mux
+	if !o.noGate {
+		ro.Auth = srv.Gate()
+	}
 	f.network = o.network
 	if f.network == "" {
 		f.network = "unix"
@@ -103,7 +121,7 @@ func startServer(t *testing.T, o fixtureOpts) *fixture {
 		addr = filepath.Join(shortDir(t), "s")
 	}
 	if o.tls != nil {
-		ln, err = transport.ListenTLS(ctx, f.network, addr, &transport.TLSOptions{Config: o.tls})
+		ln, err = transport.ListenTLS(ctx, f.network, addr, &transport.TLSOptions{Config: o.tls, LibvirtAck: o.libvirtAck})
 	} else if f.network == "unix" {
 		ln, err = transport.ListenUnix(ctx, addr)
 	} else {
@@ -127,14 +145,14 @@ func shortDir(t testing.TB) string {
 }
 
 // dial connects an rpc client to f (compat mode unless opts say otherwise).
-func (f *fixture) dial(t *testing.T, opts *rpc.Options) *rpc.Conn {
+func (f *fixture) dial(t testing.TB, opts *rpc.Options) *rpc.Conn {
 	t.Helper()
 	c, err := f.tryDial(t, opts)
 	require.NoError(t, err)
 	return c
 }
 
-func (f *fixture) tryDial(t *testing.T, opts *rpc.Options) (*rpc.Conn, error) {
+func (f *fixture) tryDial(t testing.TB, opts *rpc.Options) (*rpc.Conn, error) {
 	ctx := testCtx(t)
 	var nc net.Conn
 	var err error
@@ -158,7 +176,7 @@ func (f *fixture) tryDial(t *testing.T, opts *rpc.Options) (*rpc.Conn, error) {
 func creds() sasl.Credentials { return sasl.Credentials{Username: user, Password: password} }
 
 // whoami calls echoProc and returns the user name the server saw.
-func whoami(t *testing.T, c *rpc.Conn) (string, error) {
+func whoami(t testing.TB, c *rpc.Conn) (string, error) {
 	b, err := c.Call(testCtx(t), echoProc, nil)
 	return string(b), err
 }

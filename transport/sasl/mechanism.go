@@ -38,6 +38,10 @@ type ConnState struct {
 	TLS *tls.ConnectionState
 	// Local is true on a unix socket.
 	Local bool
+	// Peer is the other process on a unix socket (Linux's SO_PEERCRED), nil
+	// elsewhere. It is not behind TLS: over a unix socket carrying TLS it
+	// is still the process that connected.
+	Peer *PeerCred
 	// ServerCertificate is the certificate this side presented, on the
 	// server side (tls.ConnectionState does not say): the
 	// tls-server-end-point channel binding of TLS 1.2 hashes it. Nil
@@ -47,6 +51,12 @@ type ConnState struct {
 	Offered []string
 
 	clientCanBind bool // the client would use -PLUS had the server offered it
+}
+
+// PeerCred is who is at the other end of a unix socket.
+type PeerCred struct {
+	UID, GID uint32
+	PID      int32
 }
 
 // Secure reports whether the transport protects the exchange (TLS or a
@@ -68,6 +78,9 @@ func StateOf(nc net.Conn) ConnState {
 		s.Local = true
 	} else if a := nc.LocalAddr(); a != nil && a.Network() == "unix" {
 		s.Local = true
+	}
+	if s.Local {
+		s.Peer = peerCred(nc)
 	}
 	return s
 }

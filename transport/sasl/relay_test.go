@@ -3,6 +3,7 @@ package sasl_test
 import (
 	"crypto/tls"
 	"io"
+	"net"
 	"sync"
 	"testing"
 
@@ -78,4 +79,32 @@ func TestRelayBreaksOnlyPlus(t *testing.T) {
 			assert.Equal(t, user, got)
 		})
 	}
+}
+
+// TestDowngradeToPlainSCRAMIsCaught: a client that could bind but saw no
+// -PLUS in the list (a relay stripped it) says so ("y"); a server that does
+// offer -PLUS on that channel refuses it as a downgrade.
+func TestDowngradeToPlainSCRAMIsCaught(t *testing.T) {
+	srvTLS, cliTLS := tlsPair(t, tls.VersionTLS13)
+	a, b := net.Pipe()
+	server, client := tls.Server(a, srvTLS), tls.Client(b, cliTLS)
+	errc := make(chan error, 1)
+	go func() { errc <- server.Handshake() }()
+	require.NoError(t, client.Handshake())
+	require.NoError(t, <-errc)
+	defer a.Close() // not the tls.Conns: close_notify would block on the unread pipe
+	defer b.Close()
+	st := server.ConnectionState()
+	cs := sasl.ConnState{TLS: &st, Offered: []string{sasl.MechSCRAMSHA256Plus, sasl.MechSCRAMSHA256}}
+	sess, err := sasl.SCRAMServer(fuzzStore()).Start(cs)
+	require.NoError(t, err)
+	_, _, err = sess.Step([]byte("y,,n=fred,r=abcdefgh"))
+	require.ErrorIs(t, err, sasl.ErrChannelBinding)
+	assert.ErrorContains(t, err, "downgrade")
+
+	// "p" on the mechanism without -PLUS is refused too.
+	sess, err = sasl.SCRAMServer(fuzzStore()).Start(cs)
+	require.NoError(t, err)
+	_, _, err = sess.Step([]byte("p=tls-exporter,,n=fred,r=abcdefgh"))
+	require.ErrorIs(t, err, sasl.ErrChannelBinding)
 }

@@ -10,6 +10,7 @@ import (
 	"hash"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/xdg-go/scram"
 )
@@ -30,9 +31,16 @@ func newSCRAMClient(c Credentials, plus bool) *scramClient {
 	return &scramClient{creds: c, plus: plus}
 }
 
+// scramClient keeps one xdg-go Client for all its conversations: it caches
+// the PBKDF2 result per salt and iteration count, so reconnecting with the
+// same mechanism value skips the expensive part.
 type scramClient struct {
 	creds Credentials
 	plus  bool
+
+	once   sync.Once
+	client *scram.Client
+	err    error
 }
 
 func (s *scramClient) Name() string {
@@ -43,11 +51,16 @@ func (s *scramClient) Name() string {
 }
 
 func (s *scramClient) Start(cs ConnState) (ClientSession, error) {
-	c, err := scram.SHA256.NewClient(s.creds.Username, s.creds.Password, s.creds.AuthzID)
-	if err != nil {
-		return nil, fail(ReasonMalformed, s.Name(), "credentials: %v", err)
+	s.once.Do(func() {
+		s.client, s.err = scram.SHA256.NewClient(s.creds.Username, s.creds.Password, s.creds.AuthzID)
+		if s.err == nil {
+			s.client = s.client.WithMinIterations(MinIterations)
+		}
+	})
+	if s.err != nil {
+		return nil, fail(ReasonMalformed, s.Name(), "credentials: %v", s.err)
 	}
-	c = c.WithMinIterations(MinIterations)
+	c := s.client
 	var conv *scram.ClientConversation
 	switch {
 	case s.plus:

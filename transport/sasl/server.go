@@ -33,6 +33,12 @@ type ServerOptions struct {
 	// last failure's reply says ErrTooManyAttempts and the connection is
 	// then closed. Default 3.
 	MaxFailures int
+	// FailureDelay holds back each refusal this long before its reply is
+	// sent, and the connection's next attempt behind it, so guessing
+	// passwords runs at MaxUnauthenticated / FailureDelay attempts a second
+	// at most (a ctx that ends cuts it short). Default 500 ms; negative
+	// disables.
+	FailureDelay time.Duration
 	// ServerCertificate is the certificate the server presents: needed for
 	// SCRAM-SHA-256-PLUS on TLS 1.2 (tls-server-end-point hashes it); nil
 	// offers -PLUS on TLS 1.3 only.
@@ -42,6 +48,26 @@ type ServerOptions struct {
 	// AuthzID is empty or its own Username. A refusal counts as a failed
 	// attempt, with ErrNotAllowed.
 	Authorize func(ctx context.Context, id *Identity) error
+	// ConcealReasons makes every refusal say only "authentication failed",
+	// as libvirtd's do, so a client cannot tell an unknown user from a
+	// wrong password; the reason is still logged. Default false: the reply
+	// names the reason (and str2 carries it for virtrpc clients), as
+	// SCRAM's own e=unknown-user would.
+	ConcealReasons bool
+	// TLSIdentity lets a verified TLS client certificate authenticate a
+	// connection by itself, as libvirtd's auth_tls = "none" does: AUTH_LIST
+	// then answers "none" and opens the gate with an Identity of mechanism
+	// "TLS" whose Username is the certificate's subject DN (Authorize still
+	// decides), and AuthenticateTLS does the same for a client that never
+	// calls AUTH_LIST (call it from rpc.Serve's onConn). Default false: only
+	// SASL authenticates.
+	TLSIdentity bool
+	// UnixIdentity lets the peer's credentials on a unix socket
+	// (SO_PEERCRED) authenticate a connection by themselves, as libvirtd's
+	// auth_unix_rw = "none" does: AUTH_LIST then answers "none" and opens the
+	// gate with an Identity of mechanism "UNIX" whose Username is
+	// "uid=N" (Authorize still decides: check the uid there). Default false.
+	UnixIdentity bool
 	// Logger receives failures at info level and successes at debug
 	// level; nil is silent.
 	Logger *slog.Logger
@@ -74,6 +100,9 @@ func NewServer(opts *ServerOptions) *Server {
 	}
 	if s.opts.MaxFailures <= 0 {
 		s.opts.MaxFailures = 3
+	}
+	if s.opts.FailureDelay == 0 {
+		s.opts.FailureDelay = 500 * time.Millisecond
 	}
 	s.log = s.opts.Logger
 	if s.log == nil {
@@ -113,6 +142,16 @@ func (s *Server) state(c *rpc.Conn) *serverConn {
 }
 
 func (s *Server) authList(ctx context.Context, req *rpc.Request) ([]byte, error) {
+	if s.opts.TLSIdentity {
+		if _, err := s.AuthenticateTLS(ctx, req.Conn()); err == nil {
+			return mustMarshal(&AuthListRet{Types: []int32{AuthNone}}), nil
+		}
+	}
+	if s.opts.UnixIdentity {
+		if _, err := s.AuthenticateUnix(ctx, req.Conn()); err == nil {
+			return mustMarshal(&AuthListRet{Types: []int32{AuthNone}}), nil
+		}
+	}
 	return mustMarshal(&AuthListRet{Types: []int32{AuthSASL}}), nil
 }
 
@@ -147,7 +186,7 @@ func (s *Server) saslInit(ctx context.Context, req *rpc.Request) ([]byte, error)
 	st.offered = s.offer(s.connState(c))
 	st.sess, st.mech = nil, ""
 	if len(st.offered) == 0 {
-		return nil, s.failed(c, st, fail(ReasonMechanismNotOffered, "", "no mechanism can run on this connection"))
+		return nil, s.failed(ctx, c, st, fail(ReasonMechanismNotOffered, "", "no mechanism can run on this connection"))
 	}
 	return mustMarshal(&SASLInitRet{Mechlist: strings.Join(st.offered, ",")}), nil
 }
@@ -162,7 +201,7 @@ func (s *Server) saslStart(ctx context.Context, req *rpc.Request) ([]byte, error
 	}
 	mech, d, err := DecodeSASLStart(req.Payload)
 	if err != nil {
-		return nil, s.failed(c, st, &Error{Reason: ReasonMalformed, Err: err})
+		return nil, s.failed(ctx, c, st, &Error{Reason: ReasonMalformed, Err: err})
 	}
 	cs := s.connState(c)
 	if st.offered == nil {
@@ -177,13 +216,13 @@ func (s *Server) saslStart(ctx context.Context, req *rpc.Request) ([]byte, error
 	}
 	switch {
 	case m != nil && needsProtection(mech) && !cs.Secure() && !s.opts.AllowInsecure:
-		return nil, s.failed(c, st, fail(ReasonInsecureTransport, mech, "plain TCP without TLS"))
+		return nil, s.failed(ctx, c, st, fail(ReasonInsecureTransport, mech, "plain TCP without TLS"))
 	case m == nil || !contains(st.offered, mech):
-		return nil, s.failed(c, st, fail(ReasonMechanismNotOffered, mech, "offered: %s", strings.Join(st.offered, ",")))
+		return nil, s.failed(ctx, c, st, fail(ReasonMechanismNotOffered, mech, "offered: %s", strings.Join(st.offered, ",")))
 	}
 	sess, err := m.Start(cs)
 	if err != nil {
-		return nil, s.failed(c, st, err)
+		return nil, s.failed(ctx, c, st, err)
 	}
 	st.sess, st.mech = sess, mech
 	return s.step(ctx, c, st, d)
@@ -199,7 +238,7 @@ func (s *Server) saslStep(ctx context.Context, req *rpc.Request) ([]byte, error)
 	}
 	d, err := DecodeSASLStep(req.Payload)
 	if err != nil {
-		return nil, s.failed(c, st, &Error{Reason: ReasonMalformed, Mechanism: st.mech, Err: err})
+		return nil, s.failed(ctx, c, st, &Error{Reason: ReasonMalformed, Mechanism: st.mech, Err: err})
 	}
 	return s.step(ctx, c, st, d)
 }
@@ -211,17 +250,17 @@ func (s *Server) step(ctx context.Context, c *rpc.Conn, st *serverConn, d []byte
 		err = fail(ReasonMalformed, st.mech, "challenge of %d bytes, at most %d", len(challenge), MaxData)
 	}
 	if err != nil {
-		return nil, s.failed(c, st, err)
+		return nil, s.failed(ctx, c, st, err)
 	}
 	if !done {
 		return mustMarshal(&SASLReply{Nil: nilFlag(challenge), Data: challenge}), nil
 	}
 	id := st.sess.Identity()
 	if st.sess.SecurityLayer() != nil {
-		return nil, s.failed(c, st, &Error{Reason: ReasonSecurityLayer, Mechanism: st.mech})
+		return nil, s.failed(ctx, c, st, &Error{Reason: ReasonSecurityLayer, Mechanism: st.mech})
 	}
 	if err := s.authorize(ctx, id); err != nil {
-		return nil, s.failed(c, st, err)
+		return nil, s.failed(ctx, c, st, err)
 	}
 	st.sess = nil
 	s.log.Debug("virtrpc: sasl: authenticated", "remote", c.NetConn().RemoteAddr(), "identity", id.String())
@@ -245,7 +284,7 @@ func (s *Server) authorize(ctx context.Context, id *Identity) error {
 // failed counts a failed attempt, ends the session and returns the error
 // reply: libvirt's VIR_ERR_AUTH_FAILED, with the reason in str2. After
 // MaxFailures the connection is shut down once the reply is written.
-func (s *Server) failed(c *rpc.Conn, st *serverConn, err error) error {
+func (s *Server) failed(ctx context.Context, c *rpc.Conn, st *serverConn, err error) error {
 	var se *Error
 	if !errors.As(err, &se) {
 		se = &Error{Mechanism: st.mech, Err: err}
@@ -267,6 +306,20 @@ func (s *Server) failed(c *rpc.Conn, st *serverConn, err error) error {
 		}
 	}
 	s.log.Info("virtrpc: sasl: authentication failed", "remote", c.NetConn().RemoteAddr(), "err", msg)
+	if d := s.opts.FailureDelay; d > 0 {
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done(): // the connection closed
+			t.Stop()
+		}
+	}
+	if s.opts.ConcealReasons {
+		msg = "authentication failed"
+		if reason != ReasonTooManyAttempts {
+			reason = ReasonUnknown
+		}
+	}
 	e := rpc.NewError(frame.CodeAuthFailed, "%s", strings.TrimPrefix(msg, "sasl: "))
 	marker := reasonMarker + reason.String()
 	e.Str2 = &marker

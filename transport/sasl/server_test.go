@@ -2,6 +2,8 @@ package sasl_test
 
 import (
 	"crypto/tls"
+	"fmt"
+	"os"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -40,7 +42,7 @@ func TestSCRAMPlusOverTLS(t *testing.T) {
 }
 
 func TestMechanismsOverUnix(t *testing.T) {
-	for _, m := range []sasl.ClientMechanism{sasl.SCRAMSHA256(creds()), sasl.Plain(creds())} {
+	for _, m := range []sasl.ClientMechanism{sasl.SCRAMSHA256(creds()), sasl.Plain(creds()), sasl.External("")} {
 		t.Run(m.Name(), func(t *testing.T) {
 			f := startServer(t, fixtureOpts{})
 			c := f.dial(t, &rpc.Options{Negotiation: rpc.CompatOnly})
@@ -49,7 +51,11 @@ func TestMechanismsOverUnix(t *testing.T) {
 			assert.Equal(t, m.Name(), id.Mechanism)
 			got, err := whoami(t, c)
 			require.NoError(t, err)
-			assert.Equal(t, user, got)
+			want := user
+			if m.Name() == sasl.MechExternal {
+				want = fmt.Sprintf("uid=%d", os.Getuid()) // SO_PEERCRED
+			}
+			assert.Equal(t, want, got)
 		})
 	}
 }
@@ -135,4 +141,40 @@ func TestClientRefusesHugeIterationCounts(t *testing.T) {
 	_, err = sess.Step([]byte("r=" + nonce + "xyz,s=c2FsdA==,i=100000000"))
 	require.ErrorIs(t, err, sasl.ErrMalformed)
 	assert.ErrorContains(t, err, "iterations")
+}
+
+// TestReplayedExchangeFails: a client-final message recorded from one
+// exchange (capture 08: virsh with fred's right password) is refused by a
+// new server conversation, whose nonce differs.
+func TestReplayedExchangeFails(t *testing.T) {
+	p := capturedAuth(t)
+	_, first, err := sasl.DecodeSASLStart(p["c8"])
+	require.NoError(t, err)
+	final, err := sasl.DecodeSASLStep(p["c9"])
+	require.NoError(t, err)
+	sess, err := sasl.SCRAMServer(fuzzStore()).Start(sasl.ConnState{Local: true})
+	require.NoError(t, err)
+	_, done, err := sess.Step(first)
+	require.NoError(t, err)
+	require.False(t, done)
+	_, done, err = sess.Step(final)
+	require.ErrorIs(t, err, sasl.ErrAuthFailed)
+	require.ErrorIs(t, err, sasl.ErrMalformed)
+	assert.ErrorContains(t, err, "nonce")
+	assert.False(t, done)
+	assert.Nil(t, sess.Identity())
+}
+
+func TestConcealReasons(t *testing.T) {
+	f := startServer(t, fixtureOpts{sasl: &sasl.ServerOptions{ConcealReasons: true}})
+	for _, c := range []sasl.Credentials{{Username: user, Password: "nope"}, {Username: "bob", Password: password}} {
+		conn := f.dial(t, compat)
+		_, err := sasl.Authenticate(testCtx(t), conn, &sasl.ClientOptions{Mechanisms: []sasl.ClientMechanism{sasl.SCRAMSHA256(c)}})
+		require.ErrorIs(t, err, sasl.ErrAuthFailed)
+		assert.NotErrorIs(t, err, sasl.ErrWrongPassword)
+		assert.NotErrorIs(t, err, sasl.ErrUnknownUser)
+		var re *rpc.Error
+		require.ErrorAs(t, err, &re)
+		assert.Equal(t, "authentication failed", re.Text())
+	}
 }

@@ -1,0 +1,13 @@
+//go:build race
+
+package migrate_test
+
+// The race detector slows the stream code several times over, and CI runs
+// packages side by side on two cores: the limit tests use lower rates so
+// that the machine can keep up with the limit and the test checks the
+// limiter, not the machine.
+const (
+	limitRate, limitSize      = 25e6, 128 << 20
+	changeBefore, changeAfter = 20e6, 8e6
+	changeSize                = 40 << 20
+)
