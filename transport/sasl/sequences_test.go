@@ -1,6 +1,7 @@
 package sasl_test
 
 import (
+	"context"
 	"crypto/tls"
 	"strings"
 	"testing"
@@ -187,4 +188,39 @@ func TestClientPreferringPlainSCRAMIsNoDowngrade(t *testing.T) {
 	id, err := sasl.Authenticate(testCtx(t), c, &sasl.ClientOptions{Mechanisms: []sasl.ClientMechanism{sasl.SCRAMSHA256(creds()), sasl.SCRAMSHA256Plus(creds())}})
 	require.NoError(t, err)
 	assert.Equal(t, sasl.MechSCRAMSHA256, id.Mechanism)
+}
+
+// TestTransportIdentityDoesNotReplaceSASLIdentity: AUTH_LIST with
+// TLSIdentity racing a SASL exchange on the same connection: whichever
+// authenticates first, the identity handlers see never changes after.
+func TestTransportIdentityDoesNotReplaceSASLIdentity(t *testing.T) {
+	srvTLS, cliTLS := tlsPair(t, tls.VersionTLS13)
+	plainDone := make(chan struct{})
+	f := startServer(t, fixtureOpts{network: "tcp", tls: srvTLS, client: cliTLS, sasl: &sasl.ServerOptions{TLSIdentity: true,
+		Authorize: func(ctx context.Context, id *sasl.Identity) error {
+			if id.Mechanism == sasl.MechTLS {
+				select { // the TLS identity is decided while PLAIN runs
+				case <-plainDone:
+				case <-ctx.Done():
+				}
+			}
+			return nil
+		}}})
+	c := f.dial(t, compat)
+	listed := make(chan error, 1)
+	go func() {
+		listed <- c.CallXDR(testCtx(t), authProc(sasl.ProcAuthList), nil, &sasl.AuthListRet{})
+	}()
+	time.Sleep(50 * time.Millisecond) // AUTH_LIST is in Authorize
+	r, err := start(t, c, sasl.MechPlain, 0, plainOK)
+	require.NoError(t, err)
+	require.EqualValues(t, 1, r.Complete)
+	got, err := whoami(t, c)
+	require.NoError(t, err)
+	require.Equal(t, user, got)
+	close(plainDone)
+	require.NoError(t, <-listed)
+	got, err = whoami(t, c)
+	require.NoError(t, err)
+	assert.Equal(t, user, got, "the PLAIN identity stays; the TLS one came second")
 }
