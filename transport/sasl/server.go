@@ -50,7 +50,10 @@ type ServerOptions struct {
 	Authorize func(ctx context.Context, id *Identity) error
 	// ConcealReasons makes every refusal say only "authentication failed",
 	// as libvirtd's do, so a client cannot tell an unknown user from a
-	// wrong password; the reason is still logged. Default false: the reply
+	// wrong password; the reason is still logged. (Either way an unknown
+	// user's SCRAM exchange runs to the proof against a decoy verifier, and
+	// PLAIN spends a PBKDF2 on it, so neither the failing step nor the
+	// timing gives the name away.) Default false: the reply
 	// names the reason (and str2 carries it for virtrpc clients), as
 	// SCRAM's own e=unknown-user would.
 	ConcealReasons bool
