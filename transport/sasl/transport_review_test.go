@@ -65,7 +65,7 @@ func TestExternalNeedsAVerifiedCertificate(t *testing.T) {
 	srvTLS, _ := tlsPair(t, tls.VersionTLS13)
 	srvTLS.ClientAuth = tls.RequestClientCert
 	_, foreign := tlsPair(t, tls.VersionTLS13) // another CA's client certificate
-	foreign.RootCAs = srvTLS.ClientCAs       // trusts our server
+	foreign.RootCAs = srvTLS.ClientCAs         // trusts our server
 	f := startServer(t, fixtureOpts{network: "tcp", tls: srvTLS, client: foreign, sasl: &sasl.ServerOptions{TLSIdentity: true}})
 	c := f.dial(t, compat)
 	st := c.NetConn().(interface{ ConnectionState() tls.ConnectionState }).ConnectionState()
