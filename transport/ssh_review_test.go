@@ -101,3 +101,18 @@ func TestSSHAgentAbsent(t *testing.T) {
 	require.ErrorContains(t, err, "ssh agent")
 	assert.ErrorIs(t, err, os.ErrNotExist)
 }
+
+// TestSSHAddressDefaultsToPort22: "host", "::1" and "[::1]" all mean port
+// 22 of that host (no "[[::1]]:22").
+func TestSSHAddressDefaultsToPort22(t *testing.T) {
+	key := sshd.NewKey(t)
+	o := &transport.SSHOptions{User: "u", HostKeyCallback: ssh.FixedHostKey(key.PublicKey()), Signers: []ssh.Signer{key}}
+	for addr, want := range map[string]string{"127.0.0.1": "127.0.0.1:22", "::1": "[::1]:22", "[::1]": "[::1]:22"} {
+		ctx, cancel := context.WithTimeout(testCtx(t), 2*time.Second)
+		_, err := transport.DialSSH(ctx, addr, "unix", "/x", o)
+		cancel()
+		require.Error(t, err, addr) // nothing listens on port 22 here
+		assert.Contains(t, err.Error(), want, addr)
+		assert.NotContains(t, err.Error(), "[[", addr)
+	}
+}
