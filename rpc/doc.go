@@ -38,6 +38,21 @@
 // can end: then the writer goroutine writes it, so that the caller can
 // return when its ctx ends even if the peer reads nothing.
 //
+// # Limits
+//
+// What a peer can make a connection hold is bounded: every buffer it can
+// fill (a message body being read, a call's payload while served, replies
+// and messages waiting to be written or handled) draws on
+// Options.ConnectionMemory and, under Serve, on Options.ServerMemory; a
+// call over the budget fails with an error reply, a message over it closes
+// the connection (ErrMemoryBudget). A peer that crawls mid-message
+// (ErrSlowPeer) or leaves its replies unread (ErrPeerNotReading) past
+// Options.MessageTimeout is closed; before authentication a message is at
+// most Options.MaxUnauthMessage. Serve caps its connections
+// (MaxConnections), its unauthenticated ones (MaxUnauthenticated) and the
+// time to authenticate (AuthTimeout, ErrAuthTimeout), closing one over a
+// cap as soon as it is accepted.
+//
 // # Closing
 //
 // Close is prompt and may be called from any goroutine, handlers included;

@@ -47,6 +47,9 @@ func Serve(ctx context.Context, l Listener, opts *Options, onConn func(*Conn)) e
 	stop := context.AfterFunc(ctx, func() { _ = l.Close() })
 	defer stop()
 	limits := newServerLimits(cfg)
+	if testHookServeLimits != nil {
+		testHookServeLimits(limits)
+	}
 	serve := func(nc net.Conn, adm *admission) {
 		var c *Conn
 		defer func() { adm.leave(c); wg.Done() }()

@@ -37,6 +37,9 @@ func newServerLimits(cfg config) *serverLimits {
 	}
 }
 
+// testHookServeLimits, if set, is given each Serve's limits (tests).
+var testHookServeLimits func(*serverLimits)
+
 // admission is one accepted connection's place within the limits.
 type admission struct {
 	s    *serverLimits

@@ -3,13 +3,21 @@
 // through one TLS 1.3 connection, as libvirt's tunnelled live migration moves
 // it, while a small status call on the same connection stays responsive.
 //
-//	go run ./examples/migrate [-size 1GiB] [-seed 1] [-compat] [-no-baseline] [-quiet]
+//	go run ./examples/migrate [-size 1GiB] [-seed 1] [-compat] [-no-baseline] [-quiet] [-qemu [-multifd N]] [-limit 100MB]
+//	go run ./examples/migrate -bench 3 [-size 1GiB]                # real QEMU: direct, QEMU's TLS, the tunnel
+//	go run ./examples/migrate -listen 127.0.0.1:16514 -pki DIR     # the destination host
+//	go run ./examples/migrate -connect 127.0.0.1:16514 -pki DIR    # the source host
 //
 // Both hosts run in this process, each with its own rpc.Conn on one end of a
 // real TLS 1.3 connection over 127.0.0.1, authenticated both ways with a
 // throwaway PKI. No QEMU is needed: the guest memory is a synthetic image
 // (4 KiB pages, about a quarter of them zero), generated as it is sent and
-// never held in memory.
+// never held in memory. With -qemu, two real QEMU processes (TCG) take its
+// place: a running source guest of -size RAM filled with a random pattern
+// and a destination started with -incoming defer, migrated live through the
+// tunnel by rpc/migrate/qemu (with -multifd N, QEMU's multifd channels each
+// in their own stream); their memory is compared with pmemsave on both
+// paused sides before the destination resumes.
 //
 // The phases are rpc/migrate's (libvirt's v3 migration protocol in its
 // peer-to-peer, tunnelled form, where the source drives every phase); this
@@ -33,9 +41,31 @@
 // cipher, same generator, hashed on both ends too), and both throughputs are
 // printed side by side: the stream should run at the speed of plain TLS.
 //
+// The last line begins "verified:" with the bytes moved, the MB/s through
+// the tunnel, the MB/s of plain TLS in the same run, and their ratio.
+//
+// -listen ADDR runs only the destination host and -connect ADDR only the
+// source host, as two processes on one machine or two; both take their
+// certificates from -pki DIR in libvirt's layout, where -listen writes a
+// throwaway PKI first if DIR has none (copy it to the source host). There
+// the last line has no plain TLS baseline. -qemu runs in one process only,
+// for now.
+//
+// -bench N runs N interleaved rounds of real-QEMU migrations of a -size
+// guest (needs qemu-system-x86_64): QEMU to QEMU directly over a unix
+// socket and over plain TCP, QEMU's own TLS, and the tunnel over TLS with
+// one channel and with multifd 4, with wall time, MB/s, CPU seconds of all
+// processes, and the ratio to plain TCP.
+//
+// -cpuprofile FILE writes this process's CPU profile (go tool pprof).
+//
+// -limit caps the migration's bandwidth (rpc/migrate's token bucket); while
+// it runs, kill -USR1 doubles the limit and kill -USR2 halves it (without a
+// limit, USR2 sets one at half the current rate).
+//
 // -compat makes the source speak libvirt's own protocol (rpc.CompatOnly)
-// instead of negotiating virtrpc's native mode; Ctrl-C aborts the stream
-// and exits non-zero.
+// instead of negotiating virtrpc's native mode; Ctrl-C aborts the
+// migration (both hosts report the phase it failed in) and exits non-zero.
 package main
 
 import (
@@ -49,6 +79,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -62,9 +93,19 @@ import (
 type config struct {
 	size     int64
 	seed     uint64
-	compat   bool // force libvirt compat mode
-	baseline bool // also send over plain TLS
-	quiet    bool // no progress line
+	compat   bool   // force libvirt compat mode
+	baseline bool   // also send over plain TLS
+	quiet    bool   // no progress line
+	qemu     bool   // real QEMU guests instead of the synthetic image
+	multifd  int    // QEMU's multifd channels (with qemu)
+	limit    int64  // bandwidth limit, bytes per second; 0: none
+	listen   string // run only the destination, on this address
+	connect  string // run only the source, toward this address
+	pki      string // libvirt-layout PKI directory for listen/connect
+	bench    int    // rounds of the real-QEMU benchmark; 0: none
+
+	// ready, a test hook, gets the destination's address once it listens.
+	ready func(addr string)
 
 	// tamper is a test hook for the destination: see destination.tamper.
 	tamper func(off int64, p []byte) []byte
@@ -78,9 +119,43 @@ func main() {
 	flag.BoolVar(&cfg.compat, "compat", false, "force libvirt compat mode instead of virtrpc's native mode")
 	noBaseline := flag.Bool("no-baseline", false, "skip the plain TLS comparison")
 	flag.BoolVar(&cfg.quiet, "quiet", false, "no progress line")
+	flag.BoolVar(&cfg.qemu, "qemu", false, "migrate a real QEMU guest (TCG) of -size RAM with a random pattern; needs qemu-system-x86_64")
+	flag.IntVar(&cfg.multifd, "multifd", 0, "with -qemu: QEMU multifd `channels`, each its own stream (0: one stream)")
+	var limit rate
+	flag.Var(&limit, "limit", "bandwidth `limit` per second, such as 100MB or 1GiB (default none); while it runs, SIGUSR1 doubles it and SIGUSR2 halves it")
+	flag.StringVar(&cfg.listen, "listen", "", "run only the destination host, listening on `ADDR` (host:port)")
+	flag.StringVar(&cfg.connect, "connect", "", "run only the source host, migrating to the destination at `ADDR`")
+	flag.StringVar(&cfg.pki, "pki", "", "with -listen/-connect: libvirt-layout certificate `DIR` (-listen writes a throwaway one if empty)")
+	flag.IntVar(&cfg.bench, "bench", 0, "run `N` interleaved rounds of real-QEMU migrations: directly (unix, TCP), QEMU's TLS, the tunnel (1 channel, multifd 4)")
+	cpuprofile := flag.String("cpuprofile", "", "write this process's CPU profile to `FILE`")
 	flag.Parse()
-	if flag.NArg() > 0 {
-		flag.Usage()
+	cfg.limit = int64(limit.byteSize)
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "migrate: -cpuprofile:", err)
+			os.Exit(2)
+		}
+		defer pprof.StopCPUProfile()
+	}
+	switch {
+	case cfg.listen != "" && cfg.connect != "":
+		fmt.Fprintln(os.Stderr, "migrate: -listen and -connect are the two processes: give one")
+		os.Exit(2)
+	case (cfg.listen != "" || cfg.connect != "") && cfg.qemu:
+		fmt.Fprintln(os.Stderr, "migrate: -qemu runs in one process for now, without -listen/-connect")
+		os.Exit(2)
+	case flag.NArg() > 0:
+		fmt.Fprintf(os.Stderr, "migrate: unexpected argument %q\n", flag.Arg(0))
+		os.Exit(2)
+	case cfg.multifd < 0 || cfg.multifd > 63:
+		fmt.Fprintln(os.Stderr, "migrate: -multifd: 0 to 63 channels")
+		os.Exit(2)
+	case cfg.multifd > 0 && !cfg.qemu:
+		fmt.Fprintln(os.Stderr, "migrate: -multifd needs -qemu")
 		os.Exit(2)
 	}
 	cfg.size, cfg.baseline = int64(size), !*noBaseline
@@ -90,6 +165,7 @@ func main() {
 	err := run(ctx, cfg, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "migrate:", err)
 		os.Exit(1)
 	}
@@ -102,13 +178,30 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	if cfg.quiet {
 		progressW = nil
 	}
+	switch {
+	case cfg.bench > 0:
+		return runBench(ctx, cfg, stdout)
+	case cfg.listen != "":
+		return runDestination(ctx, cfg, stdout)
+	case cfg.connect != "":
+		return runSource(ctx, cfg, stdout, progressW)
+	}
 	pki, err := testcert.New()
 	if err != nil {
 		return err
 	}
 
 	// The destination host serves the migration program.
-	rcv := migrate.NewReceiver(&memDestination{tamper: cfg.tamper}, nil)
+	var dstDrv migrate.DestinationDriver = &memDestination{tamper: cfg.tamper}
+	var guests *qemuGuests
+	if cfg.qemu {
+		if guests, err = startQEMU(ctx, cfg, stdout); err != nil {
+			return err
+		}
+		defer guests.stop()
+		dstDrv = guests.dstDrv
+	}
+	rcv := migrate.NewReceiver(dstDrv, nil)
 	l, err := transport.ListenTLS(ctx, "tcp", "127.0.0.1:0", &transport.TLSOptions{Config: pki.ServerConfig()})
 	if err != nil {
 		return err
@@ -138,7 +231,12 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "source → destination over TLS 1.3 (%s) on 127.0.0.1, virtrpc %s mode\n",
 		tls.CipherSuiteName(tc.ConnectionState().CipherSuite), conn.Mode())
 
-	res, err := migrateGuest(ctx, cfg, conn, stdout, progressW)
+	var res *outcome
+	if cfg.qemu {
+		res, err = migrateQEMU(ctx, cfg, conn, guests, stdout, progressW)
+	} else {
+		res, err = migrateGuest(ctx, cfg, conn, stdout, progressW)
+	}
 	if err != nil {
 		return err
 	}
@@ -159,10 +257,15 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 	verified := fmt.Sprintf("destination verified sha256 %x…", res.sum[:8])
 	if !cfg.baseline {
 		fmt.Fprintln(stdout, verified)
+		fmt.Fprintf(stdout, "verified: %d bytes, %.0f MB/s through virtrpc over TLS (no baseline run)\n",
+			res.bytes, mbps(res.bytes, res.dur))
 		return nil
 	}
+	ratio := plain.Seconds() / res.dur.Seconds() * float64(res.bytes) / float64(cfg.size)
 	fmt.Fprintf(stdout, "plain TLS       %d bytes  %.2f s  %.0f MB/s\n", cfg.size, plain.Seconds(), mbps(cfg.size, plain))
-	fmt.Fprintf(stdout, "ratio %.2f of plain TLS; %s\n", plain.Seconds()/res.dur.Seconds(), verified)
+	fmt.Fprintf(stdout, "ratio %.2f of plain TLS; %s\n", ratio, verified)
+	fmt.Fprintf(stdout, "verified: %d bytes, %.0f MB/s through virtrpc over TLS, plain TLS %.0f MB/s in the same run, ratio %.2f\n",
+		res.bytes, mbps(res.bytes, res.dur), mbps(cfg.size, plain), ratio)
 	return nil
 }
 

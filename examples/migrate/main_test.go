@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"io"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -31,6 +33,9 @@ func TestRun(t *testing.T) {
 		"plain TLS       33554432 bytes",
 		"MB/s  (control call p50",
 		"of plain TLS; destination verified sha256",
+		"\nverified: 33554432 bytes, ",
+		" MB/s through virtrpc over TLS, plain TLS ",
+		" MB/s in the same run, ratio ",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("stdout lacks %q:\n%s", want, out)
@@ -38,6 +43,32 @@ func TestRun(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "\rperform") || !strings.Contains(stderr.String(), "100.0%") {
 		t.Errorf("no progress line on stderr: %q", stderr.String())
+	}
+	t.Log("\n" + out)
+}
+
+// -qemu -multifd 2: a real QEMU guest migrates through the tunnel, its
+// memory compared on both paused sides, the destination left running.
+func TestRunQEMU(t *testing.T) {
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		if os.Getenv("VIRTRPC_REQUIRE_PEERS") == "1" {
+			t.Fatal("qemu-system-x86_64 is not installed and VIRTRPC_REQUIRE_PEERS=1")
+		}
+		t.Skip("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")
+	}
+	var stdout bytes.Buffer
+	cfg := config{size: 128 << 20, seed: 5, qemu: true, multifd: 2, baseline: true, quiet: true}
+	if err := run(context.Background(), cfg, &stdout, io.Discard); err != nil {
+		t.Fatalf("run: %v\nstdout:\n%s", err, &stdout)
+	}
+	out := stdout.String()
+	for _, want := range []string{
+		"3 streams (main + 2 multifd)", "live: true",
+		"guest RAM identical on both paused sides", "destination running", "\nverified: ",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("stdout lacks %q:\n%s", want, out)
+		}
 	}
 	t.Log("\n" + out)
 }
@@ -159,4 +190,68 @@ func BenchmarkGuestMem(b *testing.B) {
 	for b.Loop() {
 		_, _ = g.Read(buf)
 	}
+}
+
+// -listen and -connect: the destination and the source as two separate
+// hosts (here two goroutines of the test, each with only its own side),
+// sharing a PKI directory the destination wrote; in native and compat mode.
+func TestRunTwoHosts(t *testing.T) {
+	for _, compat := range []bool{false, true} {
+		t.Run(map[bool]string{false: "native", true: "compat"}[compat], func(t *testing.T) {
+			pki := t.TempDir()
+			addr := make(chan string, 1)
+			dcfg := config{listen: "127.0.0.1:0", pki: pki, compat: compat, ready: func(a string) { addr <- a }}
+			var dout bytes.Buffer
+			dstErr := make(chan error, 1)
+			go func() { dstErr <- run(context.Background(), dcfg, &dout, io.Discard) }()
+			var a string
+			select {
+			case a = <-addr:
+			case err := <-dstErr:
+				t.Fatalf("destination: %v\n%s", err, &dout)
+			}
+			var sout bytes.Buffer
+			scfg := config{connect: a, pki: pki, compat: compat, size: testSize, seed: 4, quiet: true}
+			if err := run(context.Background(), scfg, &sout, io.Discard); err != nil {
+				t.Fatalf("source: %v\n%s", err, &sout)
+			}
+			if err := <-dstErr; err != nil {
+				t.Fatalf("destination: %v\n%s", err, &dout)
+			}
+			mode := map[bool]string{false: "native mode", true: "compat mode"}[compat]
+			for _, want := range []string{mode, "destination verified sha256", "\nverified: 33554432 bytes, "} {
+				if !strings.Contains(sout.String(), want) {
+					t.Errorf("source's stdout lacks %q:\n%s", want, &sout)
+				}
+			}
+			for _, want := range []string{"wrote a throwaway PKI", "migrated in and running here"} {
+				if !strings.Contains(dout.String(), want) {
+					t.Errorf("destination's stdout lacks %q:\n%s", want, &dout)
+				}
+			}
+		})
+	}
+}
+
+// -bench: one round of every method on a small guest.
+func TestRunBench(t *testing.T) {
+	if testing.Short() {
+		t.Skip("five real-QEMU migrations")
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		if os.Getenv("VIRTRPC_REQUIRE_PEERS") == "1" {
+			t.Fatal("qemu-system-x86_64 is not installed and VIRTRPC_REQUIRE_PEERS=1")
+		}
+		t.Skip("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")
+	}
+	var stdout bytes.Buffer
+	if err := run(context.Background(), config{size: 64 << 20, seed: 2, bench: 1, quiet: true}, &stdout, io.Discard); err != nil {
+		t.Fatalf("run: %v\n%s", err, &stdout)
+	}
+	for _, want := range []string{"QEMU→QEMU, unix socket", "QEMU's own TLS", "virtrpc tunnel, TLS, multifd 4", "× TCP"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("stdout lacks %q:\n%s", want, &stdout)
+		}
+	}
+	t.Log("\n" + stdout.String())
 }

@@ -152,11 +152,13 @@ type outcome struct {
 // out and the transfer's progress on progressW (nil: none).
 func migrateGuest(ctx context.Context, cfg config, conn *rpc.Conn, out, progressW io.Writer) (*outcome, error) {
 	src := &memSource{cfg: cfg, out: out}
-	mig := migrate.NewOutgoing(conn, src, &migrate.OutgoingOptions{ID: guestName})
+	mig := newOutgoing(conn, src, cfg)
 	lat := &latencies{}
 	stopPolling := poll(ctx, conn, lat)
 	bar := startProgress(progressW, "perform", cfg.size, func() int64 { return mig.Progress().Total.Bytes })
+	stopLimit := limitBySignal(mig, progressOrDiscard(progressW))
 	err := mig.Run(ctx)
+	stopLimit()
 	bar.Stop()
 	stopPolling()
 	if err != nil {

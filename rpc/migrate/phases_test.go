@@ -275,3 +275,40 @@ func (e *env) cancelSource(reason error) {
 type errReader struct{ err error }
 
 func (r errReader) Read([]byte) (int, error) { return 0, r.err }
+
+// A connection lost mid-transfer (the peer process killed) fails the
+// migration on both hosts in Perform, and the destination cleans up.
+func TestConnectionLostMidTransfer(t *testing.T) {
+	dst := &dstDriver{}
+	done := newDoneRecorder()
+	var closeOnce sync.Once
+	var l *link
+	l = newLink(t, dst, &migrate.ReceiverOptions{
+		OnDone:           done.onDone,
+		ProgressInterval: 20 * time.Millisecond,
+		OnProgress: func(in *migrate.Incoming, p migrate.Progress) {
+			if p.Total.Bytes > 1<<20 {
+				closeOnce.Do(func() { go l.dst.Close() }) // as if the destination process died
+			}
+		},
+	}, false)
+	src := &srcDriver{
+		plan: migrate.Plan{Streams: []migrate.StreamInfo{{Name: "memory"}}},
+		perform: func(context.Context, []byte) ([]io.Reader, error) {
+			return []io.Reader{io.LimitReader(zeros{}, 1<<30)}, nil
+		},
+	}
+	out := migrate.NewOutgoing(l.src, src, &migrate.OutgoingOptions{Limit: 20e6})
+	err := out.Run(context.Background())
+	var me *migrate.Error
+	require.True(t, errors.As(err, &me), "%v", err)
+	assert.Equal(t, migrate.Perform, me.Phase, "%v", err)
+	dstErr := done.wait(t, out.ID())
+	requireMigrateError(t, dstErr, migrate.Perform, migrate.Destination, "connection to the source lost")
+	finishes := dst.finishCalls()
+	require.Len(t, finishes, 1)
+	assert.Error(t, finishes[0], "the destination's cleanup")
+	require.Len(t, src.confirmed, 1)
+	assert.Error(t, src.confirmed[0], "the source's Confirm")
+	t.Logf("source: %v\ndestination: %v", err, dstErr)
+}

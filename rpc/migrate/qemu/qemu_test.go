@@ -185,9 +185,11 @@ func TestQEMUMigratesThroughTheTunnel(t *testing.T) {
 				OnStatus: func(mi qemu.MigrationInfo) { statuses = append(statuses, mi) },
 			})
 			out := migrate.NewOutgoing(conn, srcDrv, nil)
+			live := watchLive(t, src.QMP)
 			start := time.Now()
 			require.NoError(t, out.Run(ctx))
 			wall := time.Since(start)
+			assert.True(t, live(), "no sample saw the source guest running while QEMU's migration was active")
 
 			p := out.Progress()
 			require.Len(t, p.Streams, 1+channels)
@@ -221,4 +223,36 @@ func envInt(name string, def int) int {
 		return def
 	}
 	return n
+}
+
+// watchLive polls the source while it migrates; the returned func stops
+// polling and reports whether the guest ran while QEMU's migration was
+// active (a live migration, by QEMU's own status rather than by time).
+func watchLive(t *testing.T, qmp *qemu.Client) func() bool {
+	ctx, cancel := context.WithCancel(context.Background())
+	result := make(chan bool, 1)
+	go func() {
+		seen := false
+		for ctx.Err() == nil {
+			mi, err1 := qmp.QueryMigrate(ctx)
+			st, err2 := qmp.QueryStatus(ctx)
+			if err1 == nil && err2 == nil && mi.Status == "active" && st == "running" {
+				seen = true
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		result <- seen
+	}()
+	var once bool
+	var seen bool
+	stop := func() bool {
+		if !once {
+			once = true
+			cancel()
+			seen = <-result
+		}
+		return seen
+	}
+	t.Cleanup(func() { stop() })
+	return stop
 }

@@ -189,13 +189,26 @@ func (c *Client) Execute(ctx context.Context, command string, args, result any) 
 		forget()
 		return fmt.Errorf("qmp %s: %w", command, err)
 	}
+	// The line is small: the write waits only when QEMU stopped reading.
+	// ctx interrupts it with a deadline, and a line cut short would break
+	// the stream, so the connection is closed then.
 	c.wmu.Lock()
-	stop := context.AfterFunc(ctx, func() { _ = c.conn.SetWriteDeadline(aLongTimeAgo) })
+	fired := make(chan struct{})
+	stop := context.AfterFunc(ctx, func() {
+		_ = c.conn.SetWriteDeadline(aLongTimeAgo)
+		close(fired)
+	})
 	_, err = c.conn.Write(append(line, '\n'))
-	stop()
+	if !stop() {
+		<-fired
+		if err == nil {
+			_ = c.conn.SetWriteDeadline(time.Time{}) // the deadline came after the line
+		}
+	}
 	c.wmu.Unlock()
 	if err != nil {
 		forget()
+		_ = c.conn.Close()
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
