@@ -4,6 +4,7 @@
 // it, while a small status call on the same connection stays responsive.
 //
 //	go run ./examples/migrate [-size 1GiB] [-seed 1] [-compat] [-no-baseline] [-quiet] [-qemu [-multifd N]] [-limit 100MB]
+//	go run ./examples/migrate -bench 3 [-size 1GiB]                # real QEMU: direct, QEMU's TLS, the tunnel
 //	go run ./examples/migrate -listen 127.0.0.1:16514 -pki DIR     # the destination host
 //	go run ./examples/migrate -connect 127.0.0.1:16514 -pki DIR    # the source host
 //
@@ -50,6 +51,12 @@
 // the last line has no plain TLS baseline. -qemu runs in one process only,
 // for now.
 //
+// -bench N runs N interleaved rounds of real-QEMU migrations of a -size
+// guest (needs qemu-system-x86_64): QEMU to QEMU directly over a unix
+// socket and over plain TCP, QEMU's own TLS, and the tunnel over TLS with
+// one channel and with multifd 4, with wall time, MB/s, CPU seconds of all
+// processes, and the ratio to plain TCP.
+//
 // -limit caps the migration's bandwidth (rpc/migrate's token bucket); while
 // it runs, kill -USR1 doubles the limit and kill -USR2 halves it (without a
 // limit, USR2 sets one at half the current rate).
@@ -92,6 +99,7 @@ type config struct {
 	listen   string // run only the destination, on this address
 	connect  string // run only the source, toward this address
 	pki      string // libvirt-layout PKI directory for listen/connect
+	bench    int    // rounds of the real-QEMU benchmark; 0: none
 
 	// ready, a test hook, gets the destination's address once it listens.
 	ready func(addr string)
@@ -115,6 +123,7 @@ func main() {
 	flag.StringVar(&cfg.listen, "listen", "", "run only the destination host, listening on `ADDR` (host:port)")
 	flag.StringVar(&cfg.connect, "connect", "", "run only the source host, migrating to the destination at `ADDR`")
 	flag.StringVar(&cfg.pki, "pki", "", "with -listen/-connect: libvirt-layout certificate `DIR` (-listen writes a throwaway one if empty)")
+	flag.IntVar(&cfg.bench, "bench", 0, "run `N` interleaved rounds of real-QEMU migrations: directly (unix, TCP), QEMU's TLS, the tunnel (1 channel, multifd 4)")
 	flag.Parse()
 	cfg.limit = int64(limit.byteSize)
 	switch {
@@ -154,6 +163,8 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		progressW = nil
 	}
 	switch {
+	case cfg.bench > 0:
+		return runBench(ctx, cfg, stdout)
 	case cfg.listen != "":
 		return runDestination(ctx, cfg, stdout)
 	case cfg.connect != "":

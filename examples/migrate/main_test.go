@@ -232,3 +232,26 @@ func TestRunTwoHosts(t *testing.T) {
 		})
 	}
 }
+
+// -bench: one round of every method on a small guest.
+func TestRunBench(t *testing.T) {
+	if testing.Short() {
+		t.Skip("five real-QEMU migrations")
+	}
+	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
+		if os.Getenv("VIRTRPC_REQUIRE_PEERS") == "1" {
+			t.Fatal("qemu-system-x86_64 is not installed and VIRTRPC_REQUIRE_PEERS=1")
+		}
+		t.Skip("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")
+	}
+	var stdout bytes.Buffer
+	if err := run(context.Background(), config{size: 64 << 20, seed: 2, bench: 1, quiet: true}, &stdout, io.Discard); err != nil {
+		t.Fatalf("run: %v\n%s", err, &stdout)
+	}
+	for _, want := range []string{"QEMU→QEMU, unix socket", "QEMU's own TLS", "virtrpc tunnel, TLS, multifd 4", "× TCP"} {
+		if !strings.Contains(stdout.String(), want) {
+			t.Errorf("stdout lacks %q:\n%s", want, &stdout)
+		}
+	}
+	t.Log("\n" + stdout.String())
+}
