@@ -40,7 +40,6 @@ func rawName(t *testing.T, attrs ...any) []byte {
 var (
 	oidC     = asn1.ObjectIdentifier{2, 5, 4, 6}
 	oidO     = asn1.ObjectIdentifier{2, 5, 4, 10}
-	oidOU    = asn1.ObjectIdentifier{2, 5, 4, 11}
 	oidCN    = asn1.ObjectIdentifier{2, 5, 4, 3}
 	oidL     = asn1.ObjectIdentifier{2, 5, 4, 7}
 	oidEmail = asn1.ObjectIdentifier{1, 2, 840, 113549, 1, 9, 1}
