@@ -57,6 +57,8 @@
 // one channel and with multifd 4, with wall time, MB/s, CPU seconds of all
 // processes, and the ratio to plain TCP.
 //
+// -cpuprofile FILE writes this process's CPU profile (go tool pprof).
+//
 // -limit caps the migration's bandwidth (rpc/migrate's token bucket); while
 // it runs, kill -USR1 doubles the limit and kill -USR2 halves it (without a
 // limit, USR2 sets one at half the current rate).
@@ -77,6 +79,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -124,8 +127,20 @@ func main() {
 	flag.StringVar(&cfg.connect, "connect", "", "run only the source host, migrating to the destination at `ADDR`")
 	flag.StringVar(&cfg.pki, "pki", "", "with -listen/-connect: libvirt-layout certificate `DIR` (-listen writes a throwaway one if empty)")
 	flag.IntVar(&cfg.bench, "bench", 0, "run `N` interleaved rounds of real-QEMU migrations: directly (unix, TCP), QEMU's TLS, the tunnel (1 channel, multifd 4)")
+	cpuprofile := flag.String("cpuprofile", "", "write this process's CPU profile to `FILE`")
 	flag.Parse()
 	cfg.limit = int64(limit.byteSize)
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "migrate: -cpuprofile:", err)
+			os.Exit(2)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	switch {
 	case cfg.listen != "" && cfg.connect != "":
 		fmt.Fprintln(os.Stderr, "migrate: -listen and -connect are the two processes: give one")
@@ -150,6 +165,7 @@ func main() {
 	err := run(ctx, cfg, os.Stdout, os.Stderr)
 	stop()
 	if err != nil {
+		pprof.StopCPUProfile()
 		fmt.Fprintln(os.Stderr, "migrate:", err)
 		os.Exit(1)
 	}

@@ -96,6 +96,7 @@ type Outgoing struct {
 	limit *bucket
 
 	mu      sync.Mutex
+	started bool
 	cancel  context.CancelCauseFunc // Run's ctx
 	meter   *meter
 	err     *Error // the first failure
@@ -193,8 +194,15 @@ func (o *Outgoing) currentPhase() Phase {
 // first failure as an *Error naming the phase and the side. Cancelling ctx
 // cancels the migration: the destination learns it at once, discards what
 // it received, and Confirm is called with the failure. Run leaves no
-// goroutine behind.
+// goroutine behind. Run runs once; a second call returns an error.
 func (o *Outgoing) Run(ctx context.Context) error {
+	o.mu.Lock()
+	again := o.started
+	o.started = true
+	o.mu.Unlock()
+	if again {
+		return errors.New("migrate: Outgoing.Run called twice")
+	}
 	parent := ctx
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)

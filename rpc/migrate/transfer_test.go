@@ -156,3 +156,12 @@ func (w *sha256Writer) sum() (s [32]byte) {
 	copy(s[:], w.h.Sum(nil))
 	return s
 }
+
+// Run runs once.
+func TestRunTwice(t *testing.T) {
+	l := newLink(t, &dstDriver{}, nil, false)
+	src := &srcDriver{plan: migrate.Plan{Streams: []migrate.StreamInfo{{Name: "m"}}}, data: [][]byte{[]byte("guest")}}
+	out := migrate.NewOutgoing(l.src, src, nil)
+	require.NoError(t, out.Run(context.Background()))
+	require.ErrorContains(t, out.Run(context.Background()), "twice")
+}

@@ -33,13 +33,17 @@ type Verifier struct {
 
 // NewVerifier derives a verifier from password (SASLprep'd, as SCRAM
 // clients do) with a fresh 16-byte salt. iterations 0 means MinIterations;
-// fewer than MinIterations is an error.
+// fewer than MinIterations, or more than MaxIterations (which this
+// package's client refuses to compute), is an error.
 func NewVerifier(password string, iterations int) (Verifier, error) {
 	if iterations == 0 {
 		iterations = MinIterations
 	}
 	if iterations < MinIterations {
 		return Verifier{}, fmt.Errorf("sasl: %d iterations: at least %d", iterations, MinIterations)
+	}
+	if iterations > MaxIterations {
+		return Verifier{}, fmt.Errorf("sasl: %d iterations: at most %d (MaxIterations, what clients compute)", iterations, MaxIterations)
 	}
 	salt := make([]byte, 16)
 	_, _ = rand.Read(salt)
@@ -90,8 +94,8 @@ func ParseVerifier(s string) (Verifier, error) {
 	}
 	var v Verifier
 	var err error
-	if v.Iterations, err = strconv.Atoi(iters); err != nil || v.Iterations < MinIterations || v.Iterations > 1<<24 {
-		return bad(fmt.Sprintf("iterations %q: want %d to %d", iters, MinIterations, 1<<24))
+	if v.Iterations, err = strconv.Atoi(iters); err != nil || v.Iterations < MinIterations || v.Iterations > MaxIterations {
+		return bad(fmt.Sprintf("iterations %q: want %d to %d (MaxIterations)", iters, MinIterations, MaxIterations))
 	}
 	dec := base64.StdEncoding.DecodeString
 	if v.Salt, err = dec(salt64); err != nil || len(v.Salt) == 0 {
@@ -155,12 +159,13 @@ func (m *MemoryStore) Lookup(user string) (Verifier, error) {
 // "user:SCRAM-SHA-256$iterations:salt$StoredKey:ServerKey" (RFC 5803's
 // form after the user name); blank lines and lines starting with '#' are
 // skipped. The file is read again when its size or modification time
-// changes, so users added with AddUserToFile apply to the next
-// authentication. The zero value is not usable: use OpenFileStore.
+// changes or the file is replaced, so users added with AddUserToFile
+// apply to the next authentication. The zero value is not usable: use OpenFileStore.
 type FileStore struct {
 	path string
 
 	mu    sync.Mutex
+	fi    os.FileInfo // of the file read, to tell a replaced one (AddUserToFile renames)
 	mtime time.Time
 	size  int64
 	users map[string]Verifier
@@ -177,7 +182,9 @@ func OpenFileStore(path string) (*FileStore, error) {
 }
 
 // Lookup returns user's verifier, reading the file again if it changed. If
-// the changed file does not parse, the users read before stay in force.
+// the changed file cannot be read or does not parse (half written by an
+// editor, or removed), the users read before stay in force: to lock
+// everyone out, replace the file with an empty one.
 func (s *FileStore) Lookup(user string) (Verifier, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -202,7 +209,7 @@ func (s *FileStore) reloadLocked() error {
 	if err != nil {
 		return fmt.Errorf("sasl: credential file: %w", err)
 	}
-	if s.users != nil && fi.ModTime().Equal(s.mtime) && fi.Size() == s.size {
+	if s.users != nil && os.SameFile(fi, s.fi) && fi.ModTime().Equal(s.mtime) && fi.Size() == s.size {
 		return nil
 	}
 	data, err := os.ReadFile(s.path)
@@ -213,7 +220,7 @@ func (s *FileStore) reloadLocked() error {
 	if err != nil {
 		return err
 	}
-	s.users, s.mtime, s.size = users, fi.ModTime(), fi.Size()
+	s.users, s.fi, s.mtime, s.size = users, fi, fi.ModTime(), fi.Size()
 	return nil
 }
 
@@ -246,8 +253,8 @@ func parseCredentialFile(path string, data []byte) (map[string]Verifier, error) 
 // saslpasswd2 -c does for a sasldb. The file is replaced atomically.
 // iterations 0 means MinIterations.
 func AddUserToFile(path, user, password string, iterations int) error {
-	if user == "" || strings.ContainsAny(user, ":\n\r") || strings.TrimSpace(user) != user {
-		return fmt.Errorf("sasl: user name %q: must be non-empty, without ':', newlines or surrounding spaces", user)
+	if user == "" || strings.ContainsAny(user, ":\n\r") || strings.TrimSpace(user) != user || user[0] == '#' {
+		return fmt.Errorf("sasl: user name %q: must be non-empty, without ':', newlines, surrounding spaces or a leading '#' (a comment line)", user)
 	}
 	v, err := NewVerifier(password, iterations)
 	if err != nil {

@@ -13,6 +13,10 @@
 // pulls in go-libvirt. QMP is JSON lines over a unix socket; Client is
 // about 250 lines: ids matched, events buffered, ctx on every command.
 //
+// Start runs a QEMU process (killed by PID with Process.Kill); to attach to
+// a QEMU started by someone else, Dial its QMP socket: the drivers take a
+// *Client either way.
+//
 // # Migrating QEMU through the tunnel
 //
 // On the source host, Source is a migrate.SourceDriver: its Perform has
