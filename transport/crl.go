@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
@@ -72,6 +73,16 @@ func loadCRL(dir string, cas []*x509.Certificate) (verifyFunc, error) {
 		}
 		return ErrCertificateRevoked
 	}, nil
+}
+
+// onConnection is v as a tls.Config.VerifyConnection (nil for nil): unlike
+// VerifyPeerCertificate, that runs on resumed sessions too, so a peer
+// revoked after it got a session ticket cannot resume past the CRL.
+func (v verifyFunc) onConnection() func(tls.ConnectionState) error {
+	if v == nil {
+		return nil
+	}
+	return func(cs tls.ConnectionState) error { return v(nil, cs.VerifiedChains) }
 }
 
 func signedByOneOf(crl *x509.RevocationList, cas []*x509.Certificate) error {

@@ -39,7 +39,7 @@ func LoadLibvirtServerConfig(dir string) (*tls.Config, error) {
 		ClientAuth:   tls.RequireAndVerifyClientCert,
 		ClientCAs:    pool,
 
-		VerifyPeerCertificate: verify,
+		VerifyConnection: verify.onConnection(),
 	}, nil
 }
 
@@ -64,7 +64,7 @@ func LoadLibvirtClientConfig(dir, serverName string) (*tls.Config, error) {
 		ServerName:   serverName,
 		Certificates: []tls.Certificate{cert},
 
-		VerifyPeerCertificate: verify,
+		VerifyConnection: verify.onConnection(),
 	}, nil
 }
 

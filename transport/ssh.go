@@ -132,7 +132,11 @@ func DialSSH(ctx context.Context, addr, network, target string, opts *SSHOptions
 		return nil, fmt.Errorf("transport: ssh target %s: %w", target, net.UnknownNetworkError(network))
 	}
 	if _, _, err := net.SplitHostPort(addr); err != nil {
-		addr = net.JoinHostPort(addr, "22")
+		host := addr
+		if strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]") {
+			host = host[1 : len(host)-1] // "[::1]": an IPv6 address without a port
+		}
+		addr = net.JoinHostPort(host, "22")
 	}
 	cfg, hostErr, closeAgent, err := sshConfig(addr, opts)
 	if err != nil {

@@ -12,6 +12,11 @@
 // key_file, cert_file and ca_file (or a client's pkipath) at it, and
 // transport.LoadLibvirtServerConfig / LoadLibvirtClientConfig read it.
 // Existing files are never overwritten unless -force is given.
+//
+// cakey.pem signs certificates: whoever holds it can make a client
+// certificate the server accepts. Keep it on the machine that issues them;
+// a client needs only cacert.pem, clientcert.pem and clientkey.pem in its
+// pkipath, a server cacert.pem, servercert.pem and serverkey.pem.
 package main
 
 import (

@@ -42,3 +42,23 @@ func FuzzMatch(f *testing.F) {
 		}
 	})
 }
+
+// TestQuestionMarkIsOneCharacter: as in GLib's g_pattern_match_simple, '?'
+// matches one character, not one byte, so a DN or user name with UTF-8 in
+// it matches the pattern its owner wrote.
+func TestQuestionMarkIsOneCharacter(t *testing.T) {
+	for _, tc := range []struct {
+		p, s string
+		ok   bool
+	}{
+		{"CN=Jos?,O=x", "CN=José,O=x", true},
+		{"CN=Jos??,O=x", "CN=José,O=x", false},
+		{"?", "é", true}, {"??", "é", false}, {"*é", "ééé", true}, {"*?é", "é", false},
+		{"a?c", "a\xffc", true}, // a byte that is not UTF-8 is one character
+		{"\xff", "\xef\xbf\xbd", false},
+		{"\xef\xbf\xbd", "\xff", false}, // U+FFFD written out is not any bad byte
+		{"*本?", "日本語", true}, {"*日?", "日本語", false}, {"日*語", "日本語", true}, {"日?", "日本語", false},
+	} {
+		assert.Equal(t, tc.ok, Match(tc.p, tc.s), "%q %q", tc.p, tc.s)
+	}
+}

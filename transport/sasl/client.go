@@ -96,8 +96,10 @@ func authenticate(ctx context.Context, c *rpc.Conn, o *ClientOptions) (*Identity
 		return nil, err
 	}
 	name := mech.Name()
+	// "y" (RFC 5802): the client could bind but the server did not offer
+	// -PLUS. A client that saw -PLUS and chose plain SCRAM says "n".
 	for _, m := range o.Mechanisms {
-		if m.Name() == MechSCRAMSHA256Plus {
+		if m.Name() == MechSCRAMSHA256Plus && !slices.Contains(offered, MechSCRAMSHA256Plus) {
 			cs.clientCanBind = true
 		}
 	}

@@ -115,6 +115,7 @@ func (s *plainServerSession) Step(resp []byte) ([]byte, bool, error) {
 	v, err := s.store.Lookup(user)
 	if err != nil {
 		if errors.Is(err, ErrUnknownUser) {
+			decoyVerifier(user).check(pass) // as long as a wrong password takes
 			return nil, false, fail(ReasonUnknownUser, MechPlain, "%q", user)
 		}
 		return nil, false, &Error{Mechanism: MechPlain, Err: err}

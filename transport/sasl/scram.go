@@ -189,6 +189,10 @@ func (s *scramServer) Start(cs ConnState) (ServerSession, error) {
 	sess := &scramServerSession{name: s.Name(), plus: s.plus}
 	lookup := func(user string) (scram.StoredCredentials, error) {
 		v, err := s.store.Lookup(user)
+		if errors.Is(err, ErrUnknownUser) { // fail at the proof, as a wrong password does
+			sess.lookupErr = err
+			v, err = decoyVerifier(user), nil
+		}
 		if err != nil {
 			sess.lookupErr = err
 			return scram.StoredCredentials{}, err
@@ -267,6 +271,10 @@ func (s *scramServerSession) serverErr(code string, err error) error {
 	switch code {
 	case scram.ErrInvalidProof:
 		r = ReasonWrongPassword
+		if errors.Is(s.lookupErr, ErrUnknownUser) { // the decoy's proof
+			r, err = ReasonUnknownUser, s.lookupErr
+			code = ""
+		}
 	case scram.ErrUnknownUser:
 		r = ReasonUnknownUser
 		if s.lookupErr != nil && !errors.Is(s.lookupErr, ErrUnknownUser) {

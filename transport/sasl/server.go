@@ -50,7 +50,10 @@ type ServerOptions struct {
 	Authorize func(ctx context.Context, id *Identity) error
 	// ConcealReasons makes every refusal say only "authentication failed",
 	// as libvirtd's do, so a client cannot tell an unknown user from a
-	// wrong password; the reason is still logged. Default false: the reply
+	// wrong password; the reason is still logged. (Either way an unknown
+	// user's SCRAM exchange runs to the proof against a decoy verifier, and
+	// PLAIN spends a PBKDF2 on it, so neither the failing step nor the
+	// timing gives the name away.) Default false: the reply
 	// names the reason (and str2 carries it for virtrpc clients), as
 	// SCRAM's own e=unknown-user would.
 	ConcealReasons bool
@@ -183,6 +186,9 @@ func (s *Server) saslInit(ctx context.Context, req *rpc.Request) ([]byte, error)
 	st := s.state(c)
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if st.closing {
+		return nil, rpc.NewError(frame.CodeAuthFailed, "authentication failed: %v, closing the connection", ErrTooManyAttempts)
+	}
 	st.offered = s.offer(s.connState(c))
 	st.sess, st.mech = nil, ""
 	if len(st.offered) == 0 {
@@ -263,6 +269,9 @@ func (s *Server) step(ctx context.Context, c *rpc.Conn, st *serverConn, d []byte
 		return nil, s.failed(ctx, c, st, err)
 	}
 	st.sess = nil
+	if c.Authenticated() { // the transport's identity, while Authorize ran
+		return nil, rpc.NewError(frame.CodeAuthFailed, "authentication failed: already authenticated")
+	}
 	s.log.Debug("virtrpc: sasl: authenticated", "remote", c.NetConn().RemoteAddr(), "identity", id.String())
 	c.AuthenticateAs(id)
 	return mustMarshal(&SASLReply{Complete: 1, Nil: nilFlag(challenge), Data: challenge}), nil
@@ -324,6 +333,20 @@ func (s *Server) failed(ctx context.Context, c *rpc.Conn, st *serverConn, err er
 	marker := reasonMarker + reason.String()
 	e.Str2 = &marker
 	return e
+}
+
+// openAs opens c's gate as id unless something else authenticated c
+// first (SASL, or the other transport identity), and returns the identity
+// in force: once the gate is open, who the peer is never changes.
+func (s *Server) openAs(c *rpc.Conn, id *Identity) *Identity {
+	st := s.state(c)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if c.Authenticated() {
+		return IdentityOf(c)
+	}
+	c.AuthenticateAs(id)
+	return id
 }
 
 func mustMarshal(v any) []byte {

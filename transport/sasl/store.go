@@ -33,13 +33,17 @@ type Verifier struct {
 
 // NewVerifier derives a verifier from password (SASLprep'd, as SCRAM
 // clients do) with a fresh 16-byte salt. iterations 0 means MinIterations;
-// fewer than MinIterations is an error.
+// fewer than MinIterations, or more than MaxIterations (which this
+// package's client refuses to compute), is an error.
 func NewVerifier(password string, iterations int) (Verifier, error) {
 	if iterations == 0 {
 		iterations = MinIterations
 	}
 	if iterations < MinIterations {
 		return Verifier{}, fmt.Errorf("sasl: %d iterations: at least %d", iterations, MinIterations)
+	}
+	if iterations > MaxIterations {
+		return Verifier{}, fmt.Errorf("sasl: %d iterations: at most %d (MaxIterations, what clients compute)", iterations, MaxIterations)
 	}
 	salt := make([]byte, 16)
 	_, _ = rand.Read(salt)
@@ -155,12 +159,13 @@ func (m *MemoryStore) Lookup(user string) (Verifier, error) {
 // "user:SCRAM-SHA-256$iterations:salt$StoredKey:ServerKey" (RFC 5803's
 // form after the user name); blank lines and lines starting with '#' are
 // skipped. The file is read again when its size or modification time
-// changes, so users added with AddUserToFile apply to the next
-// authentication. The zero value is not usable: use OpenFileStore.
+// changes or the file is replaced, so users added with AddUserToFile
+// apply to the next authentication. The zero value is not usable: use OpenFileStore.
 type FileStore struct {
 	path string
 
 	mu    sync.Mutex
+	fi    os.FileInfo // of the file read, to tell a replaced one (AddUserToFile renames)
 	mtime time.Time
 	size  int64
 	users map[string]Verifier
@@ -202,7 +207,7 @@ func (s *FileStore) reloadLocked() error {
 	if err != nil {
 		return fmt.Errorf("sasl: credential file: %w", err)
 	}
-	if s.users != nil && fi.ModTime().Equal(s.mtime) && fi.Size() == s.size {
+	if s.users != nil && os.SameFile(fi, s.fi) && fi.ModTime().Equal(s.mtime) && fi.Size() == s.size {
 		return nil
 	}
 	data, err := os.ReadFile(s.path)
@@ -213,7 +218,7 @@ func (s *FileStore) reloadLocked() error {
 	if err != nil {
 		return err
 	}
-	s.users, s.mtime, s.size = users, fi.ModTime(), fi.Size()
+	s.users, s.fi, s.mtime, s.size = users, fi, fi.ModTime(), fi.Size()
 	return nil
 }
 
@@ -246,8 +251,8 @@ func parseCredentialFile(path string, data []byte) (map[string]Verifier, error) 
 // saslpasswd2 -c does for a sasldb. The file is replaced atomically.
 // iterations 0 means MinIterations.
 func AddUserToFile(path, user, password string, iterations int) error {
-	if user == "" || strings.ContainsAny(user, ":\n\r") || strings.TrimSpace(user) != user {
-		return fmt.Errorf("sasl: user name %q: must be non-empty, without ':', newlines or surrounding spaces", user)
+	if user == "" || strings.ContainsAny(user, ":\n\r") || strings.TrimSpace(user) != user || user[0] == '#' {
+		return fmt.Errorf("sasl: user name %q: must be non-empty, without ':', newlines, surrounding spaces or a leading '#' (a comment line)", user)
 	}
 	v, err := NewVerifier(password, iterations)
 	if err != nil {

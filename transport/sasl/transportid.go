@@ -34,8 +34,7 @@ func (s *Server) AuthenticateUnix(ctx context.Context, c *rpc.Conn) (*Identity, 
 	if err := s.authorize(ctx, id); err != nil {
 		return nil, err
 	}
-	c.AuthenticateAs(id)
-	return id, nil
+	return s.openAs(c, id), nil
 }
 
 // MechTLS is the Identity.Mechanism of a connection authenticated by its
@@ -61,8 +60,7 @@ func (s *Server) AuthenticateTLS(ctx context.Context, c *rpc.Conn) (*Identity, e
 	if err := s.authorize(ctx, id); err != nil {
 		return nil, err
 	}
-	c.AuthenticateAs(id)
-	return id, nil
+	return s.openAs(c, id), nil
 }
 
 // AllowUsers returns a ServerOptions.Authorize that admits only identities
