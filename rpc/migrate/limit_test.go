@@ -90,7 +90,7 @@ func within(t *testing.T, got, want, tolerance float64, what string) {
 }
 
 // A 50 MB/s limit holds within 10% over a 256 MiB transfer, and no second
-// of it goes above, by the helper's own clock (25 MB/s over 128 MiB under the
+// of it goes above, by the helper's own clock (10 MB/s over 48 MiB under the
 // race detector).
 func TestLimitHolds(t *testing.T) {
 	if testing.Short() {
@@ -111,8 +111,8 @@ func TestLimitHolds(t *testing.T) {
 }
 
 // A limit changed mid-transfer takes effect within a second: down from
-// 40 MB/s to 15 MB/s once a second has passed, by the helper's clock (20
-// to 8 MB/s under the race detector).
+// 40 MB/s to 15 MB/s once a second has passed, by the helper's clock (10
+// to 4 MB/s under the race detector).
 func TestLimitChangedMidTransfer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a 5 s transfer")

@@ -50,6 +50,12 @@ type meteredReader struct {
 }
 
 func (m *meteredReader) Read(p []byte) (int, error) {
+	if limit := m.limit.Limit(); limit > 0 {
+		// At most 10 ms of data at the limit at once, so that the rate
+		// stays smooth however low the limit (at 50 MB/s that is still
+		// more than the buffer).
+		p = p[:min(len(p), max(int(limit/100), 16<<10))]
+	}
 	n, err := m.r.Read(p)
 	if n > 0 {
 		if werr := m.limit.take(m.ctx, n); werr != nil {
