@@ -124,8 +124,9 @@ type Options struct {
 	ConnectionMemory int
 	// ServerMemory bounds what all connections of one Serve hold together:
 	// each connection's ConnectionMemory use beyond its first 64 KiB, plus
-	// 128 KiB per connection (its read buffer, and those 64 KiB, so a small
-	// call always fits), paid as it is accepted: at most 8192 connections
+	// 192 KiB per connection (what an idle one holds, its buffers and
+	// goroutine stacks, and those 64 KiB, so a small call always fits),
+	// paid as it is accepted: at most 5461 connections
 	// per GiB. A connection that does not fit is closed at once; beyond
 	// it, calls fail as over ConnectionMemory (error replies may exceed it
 	// by up to 16 KiB per connection, so a refused call is still told).

@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"os"
 	"path/filepath"
@@ -59,8 +60,10 @@ type SSHOptions struct {
 	// User to log in as. Default: $USER.
 	User string
 	// KnownHosts are the known_hosts files the server's host key is
-	// checked against. Default: ~/.ssh/known_hosts. Ignored when
-	// HostKeyCallback is set.
+	// checked against. Default: ~/.ssh/known_hosts. A file that does not
+	// exist knows no host (every host is then ErrHostKeyUnknown, with the
+	// fingerprint to check), as in OpenSSH. Ignored when HostKeyCallback
+	// is set.
 	KnownHosts []string
 	// HostKeyCallback replaces the known_hosts check (for a pinned key,
 	// ssh.FixedHostKey). Never ssh.InsecureIgnoreHostKey outside tests.
@@ -208,7 +211,13 @@ func sshConfig(addr string, o *SSHOptions) (cfg *ssh.ClientConfig, hostErr *erro
 			}
 			files = []string{filepath.Join(home, ".ssh", "known_hosts")}
 		}
-		kh, err := knownhosts.New(files...)
+		var exist []string // as in OpenSSH, a missing file knows no host
+		for _, f := range files {
+			if _, err := os.Stat(f); !errors.Is(err, fs.ErrNotExist) {
+				exist = append(exist, f)
+			}
+		}
+		kh, err := knownhosts.New(exist...)
 		if err != nil {
 			return nil, nil, nil, fmt.Errorf("transport: ssh: known_hosts: %w", err)
 		}

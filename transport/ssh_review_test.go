@@ -116,3 +116,16 @@ func TestSSHAddressDefaultsToPort22(t *testing.T) {
 		assert.NotContains(t, err.Error(), "[[", addr)
 	}
 }
+
+// TestSSHMissingKnownHostsIsAnUnknownHost: a first-time user has no
+// ~/.ssh/known_hosts; as with OpenSSH, a missing file knows no host, so the
+// refusal is ErrHostKeyUnknown with the fingerprint to check, not "no such
+// file".
+func TestSSHMissingKnownHostsIsAnUnknownHost(t *testing.T) {
+	s := sshd.Start(t)
+	sock := unixServer(t)
+	_, err := transport.DialSSH(testCtx(t), s.Addr, "unix", sock, &transport.SSHOptions{User: s.User,
+		KnownHosts: []string{filepath.Join(t.TempDir(), "known_hosts")}, Signers: []ssh.Signer{s.Client}})
+	require.ErrorIs(t, err, transport.ErrHostKeyUnknown)
+	assert.ErrorContains(t, err, ssh.FingerprintSHA256(s.HostKey))
+}

@@ -224,3 +224,42 @@ func TestTransportIdentityDoesNotReplaceSASLIdentity(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, user, got, "the PLAIN identity stays; the TLS one came second")
 }
+
+// TestIdentityRacesTheGate: calls sent while the exchange completes are
+// either held back ("authentication required") or see the identity; none
+// runs past the gate without one.
+func TestIdentityRacesTheGate(t *testing.T) {
+	f := startServer(t, fixtureOpts{})
+	c := f.dial(t, compat)
+	stop := make(chan struct{})
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			for {
+				select {
+				case <-stop:
+					errs <- nil
+					return
+				default:
+				}
+				got, err := whoami(t, c)
+				switch {
+				case err != nil && !strings.Contains(err.Error(), "authentication required"):
+					errs <- err
+					return
+				case err == nil && got != user:
+					errs <- assert.AnError
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(5 * time.Millisecond)
+	_, err := sasl.Authenticate(testCtx(t), c, &sasl.ClientOptions{Mechanisms: []sasl.ClientMechanism{sasl.Plain(creds())}})
+	require.NoError(t, err)
+	time.Sleep(5 * time.Millisecond)
+	close(stop)
+	for range 4 {
+		require.NoError(t, <-errs)
+	}
+}

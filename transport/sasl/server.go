@@ -45,7 +45,9 @@ type ServerOptions struct {
 	ServerCertificate *x509.Certificate
 	// Authorize decides whether an authenticated identity may use the
 	// connection (a user list, say). Nil allows every identity whose
-	// AuthzID is empty or its own Username. A refusal counts as a failed
+	// AuthzID is empty or its own Username; a non-nil Authorize replaces
+	// that rule, so it must check AuthzID itself (AllowUsers does), or a
+	// client may name any AuthzID it likes. A refusal counts as a failed
 	// attempt, with ErrNotAllowed.
 	Authorize func(ctx context.Context, id *Identity) error
 	// ConcealReasons makes every refusal say only "authentication failed",

@@ -182,7 +182,9 @@ func OpenFileStore(path string) (*FileStore, error) {
 }
 
 // Lookup returns user's verifier, reading the file again if it changed. If
-// the changed file does not parse, the users read before stay in force.
+// the changed file cannot be read or does not parse (half written by an
+// editor, or removed), the users read before stay in force: to lock
+// everyone out, replace the file with an empty one.
 func (s *FileStore) Lookup(user string) (Verifier, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
