@@ -195,7 +195,11 @@ func (in *Incoming) receive(st *stream.Stream, i int, sink io.Writer) {
 		err = cerr
 	}
 	in.meter.done[i].Store(true)
-	if err != nil {
+	_, peerFailed := fromWire(err)
+	switch {
+	case err != nil && !peerFailed && in.conn.Err() != nil: // the connection, not the stream
+		in.fail(&Error{Phase: in.Phase(), Side: Destination, Err: fmt.Errorf("connection to the source lost: %w", in.conn.Err())})
+	case err != nil:
 		in.fail(classify(Perform, Destination, fmt.Errorf("stream %s: %w", info.Name, err)))
 	}
 	in.mu.Lock()
