@@ -263,3 +263,33 @@ func TestIdentityRacesTheGate(t *testing.T) {
 		require.NoError(t, <-errs)
 	}
 }
+
+// TestUserNamesWithSCRAMSpecials: ',' and '=' in a user name travel
+// escaped (=2C, =3D) and are looked up as written; UTF-8 too.
+func TestUserNamesWithSCRAMSpecials(t *testing.T) {
+	store := &sasl.MemoryStore{}
+	names := []string{"a,b=c", "José"}
+	for _, n := range names {
+		require.NoError(t, store.AddUser(n, password))
+	}
+	f := startServer(t, fixtureOpts{sasl: &sasl.ServerOptions{Mechanisms: []sasl.ServerMechanism{sasl.SCRAMServer(store), sasl.PlainServer(store)}}})
+	for _, n := range names {
+		for _, m := range []sasl.ClientMechanism{sasl.SCRAMSHA256(sasl.Credentials{Username: n, Password: password}), sasl.Plain(sasl.Credentials{Username: n, Password: password})} {
+			c := f.dial(t, compat)
+			_, err := sasl.Authenticate(testCtx(t), c, &sasl.ClientOptions{Mechanisms: []sasl.ClientMechanism{m}})
+			require.NoError(t, err, "%s %q", m.Name(), n)
+			got, err := whoami(t, c)
+			require.NoError(t, err)
+			assert.Equal(t, n, got)
+		}
+	}
+}
+
+// TestServerWithoutMechanismsSaysSo: a new user's NewServer without
+// Mechanisms refuses every client, and the refusal says why.
+func TestServerWithoutMechanismsSaysSo(t *testing.T) {
+	f := startServer(t, fixtureOpts{sasl: &sasl.ServerOptions{Mechanisms: []sasl.ServerMechanism{}}})
+	_, err := sasl.Authenticate(testCtx(t), f.dial(t, compat), &sasl.ClientOptions{Mechanisms: sasl.Password(creds())})
+	require.ErrorIs(t, err, sasl.ErrMechanismNotOffered)
+	assert.ErrorContains(t, err, "ServerOptions.Mechanisms is empty")
+}

@@ -94,8 +94,8 @@ func ParseVerifier(s string) (Verifier, error) {
 	}
 	var v Verifier
 	var err error
-	if v.Iterations, err = strconv.Atoi(iters); err != nil || v.Iterations < MinIterations || v.Iterations > 1<<24 {
-		return bad(fmt.Sprintf("iterations %q: want %d to %d", iters, MinIterations, 1<<24))
+	if v.Iterations, err = strconv.Atoi(iters); err != nil || v.Iterations < MinIterations || v.Iterations > MaxIterations {
+		return bad(fmt.Sprintf("iterations %q: want %d to %d (MaxIterations)", iters, MinIterations, MaxIterations))
 	}
 	dec := base64.StdEncoding.DecodeString
 	if v.Salt, err = dec(salt64); err != nil || len(v.Salt) == 0 {
