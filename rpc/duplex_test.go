@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"golang.org/x/net/nettest"
 
+	"github.com/virtrpc/virtrpc/frame"
 	"github.com/virtrpc/virtrpc/rpc"
 	"github.com/virtrpc/virtrpc/stream"
 )
@@ -169,4 +170,30 @@ func TestStreamDeadlines(t *testing.T) {
 	assert.Equal(t, "late", string(b))
 	_ = srv.CloseWithError(errors.New("done"))
 	_ = st.Close()
+}
+
+// A console as libvirtd serves one (DOMAIN_OPEN_CONSOLE, played by a raw
+// peer): data both ways as STREAM/CONTINUE, and the client ends the
+// session with STREAM/OK, answered by the daemon's STREAM/OK.
+func TestCompatDuplexAsLibvirtConsole(t *testing.T) {
+	console := procedure{Prog: 0x20008086, Vers: 1, Proc: 201} // REMOTE_PROC_DOMAIN_OPEN_CONSOLE
+	c, srv := compatClient(t)
+	stc := openAsync(c, console, stream.Duplex, nil)
+	srv.expect(frame.TypeCall, frame.StatusOK, 0)
+	srv.send(hdr(console, frame.TypeReply, 0, frame.StatusOK), nil)
+	st := <-stc
+	require.NotNil(t, st)
+	nc := st.NetConn()
+	_, err := nc.Write([]byte("root\r"))
+	require.NoError(t, err)
+	assert.Equal(t, "root\r", string(srv.expect(frame.TypeStream, frame.StatusContinue, 0)))
+	srv.send(hdr(console, frame.TypeStream, 0, frame.StatusContinue), []byte("Password: "))
+	b := make([]byte, 10)
+	_, err = io.ReadFull(nc, b)
+	require.NoError(t, err)
+	assert.Equal(t, "Password: ", string(b))
+	require.NoError(t, nc.Close())
+	assert.Empty(t, srv.expect(frame.TypeStream, frame.StatusOK, 0), "the client's finish")
+	srv.send(hdr(console, frame.TypeStream, 0, frame.StatusOK), nil) // the daemon's answer
+	require.Eventually(t, func() bool { return c.Stats().StreamsOpen == 0 }, 10*time.Second, time.Millisecond)
 }
