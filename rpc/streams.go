@@ -183,7 +183,7 @@ func (c *Conn) newStream(h frame.Header, dir stream.Direction, opts *stream.Opti
 // streamLink is the connection as the streams see it.
 type streamLink struct{ c *Conn }
 
-func (l streamLink) Schedule(s *streamcore.Stream) { l.c.sched.schedule(s) }
+func (l streamLink) Schedule(s *streamcore.Stream, direct bool) { l.c.sched.schedule(s, direct) }
 
 func (l streamLink) SendCredit(serial uint32, n uint64, direct bool) {
 	var b [frame.Overhead + frame.CreditPayloadSize]byte

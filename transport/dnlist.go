@@ -15,7 +15,7 @@ var ErrDNNotAllowed = errors.New("client certificate DN not allowed")
 
 // DNError is the refusal of a client certificate's distinguished name.
 type DNError struct {
-	DN string // the subject, as pkix.Name.String writes it (RFC 4514 order: "CN=...,O=...")
+	DN string // the subject as libvirtd writes it (see [DN]: "O=...,CN=...")
 }
 
 func (e *DNError) Error() string { return fmt.Sprintf("transport: %v: %q", ErrDNNotAllowed, e.DN) }
@@ -27,15 +27,16 @@ func (e *DNError) Unwrap() error { return ErrDNNotAllowed }
 // client only if the subject DN of its verified certificate matches one of
 // patterns, as libvirtd's tls_allowed_dn_list does: '*' matches any run of
 // characters (commas included), '?' any one character, everything else
-// itself, over the whole DN ("CN=*,O=virtrpc", "*"). An empty list allows
-// nobody. A refusal is a *DNError naming the DN.
+// itself, over the whole DN as libvirtd writes it ([DN]: the certificate's
+// order, "O=virtrpc,CN=*"), so patterns from a libvirtd.conf work as they
+// are. An empty list allows nobody. A refusal is a *DNError naming the DN.
 func AllowDNs(patterns []string) func(tls.ConnectionState) error {
 	pats := append([]string(nil), patterns...)
 	return func(cs tls.ConnectionState) error {
 		if len(cs.VerifiedChains) == 0 || len(cs.VerifiedChains[0]) == 0 {
 			return fmt.Errorf("transport: %w: no verified client certificate", ErrDNNotAllowed)
 		}
-		dn := cs.VerifiedChains[0][0].Subject.String()
+		dn := DN(cs.VerifiedChains[0][0])
 		if glob.Any(pats, dn) {
 			return nil
 		}

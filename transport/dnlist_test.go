@@ -15,20 +15,21 @@ import (
 func TestAllowDNsPatterns(t *testing.T) {
 	p := newPKI(t)
 	cs := tls.ConnectionState{VerifiedChains: [][]*x509.Certificate{{p.Client.Leaf}}}
-	dn := "CN=virtrpc-client,O=virtrpc"
-	require.Equal(t, dn, p.Client.Leaf.Subject.String())
+	dn := "O=virtrpc,CN=virtrpc-client" // libvirtd's order, not pkix.Name.String's
+	require.Equal(t, dn, transport.DN(p.Client.Leaf))
 	for _, tc := range []struct {
 		patterns []string
 		ok       bool
 	}{
 		{[]string{dn}, true},
 		{[]string{"*"}, true},
-		{[]string{"CN=virtrpc-*,O=virtrpc"}, true},
-		{[]string{"CN=*"}, true}, // '*' runs over commas, as in libvirt
-		{[]string{"CN=virtrpc-clien?,O=virtrpc"}, true},
-		{[]string{"CN=other,O=virtrpc", "*,O=virtrpc"}, true},
-		{[]string{"CN=virtrpc-client"}, false}, // the whole DN must match
-		{[]string{"cn=virtrpc-client,o=virtrpc"}, false},
+		{[]string{"O=virtrpc,CN=virtrpc-*"}, true},
+		{[]string{"O=*"}, true}, // '*' runs over commas, as in libvirt
+		{[]string{"O=virtrpc,CN=virtrpc-clien?"}, true},
+		{[]string{"O=virtrpc,CN=other", "*,CN=virtrpc-client"}, true},
+		{[]string{"CN=virtrpc-client"}, false},           // the whole DN must match
+		{[]string{"CN=virtrpc-client,O=virtrpc"}, false}, // crypto/x509's order is not libvirt's
+		{[]string{"o=virtrpc,cn=virtrpc-client"}, false},
 		{[]string{"CN=other*"}, false},
 		{[]string{}, false},
 	} {
@@ -41,7 +42,7 @@ func TestAllowDNsPatterns(t *testing.T) {
 		require.ErrorAs(t, err, &de, "%q", tc.patterns)
 		assert.Equal(t, dn, de.DN)
 		assert.ErrorIs(t, err, transport.ErrDNNotAllowed)
-		assert.Contains(t, err.Error(), `"CN=virtrpc-client,O=virtrpc"`)
+		assert.Contains(t, err.Error(), `"O=virtrpc,CN=virtrpc-client"`)
 	}
 }
 
@@ -54,7 +55,7 @@ func TestAllowedDNsOnTheListener(t *testing.T) {
 		name     string
 		patterns []string
 		ok       bool
-	}{{"allowed", []string{"CN=virtrpc-*,O=virtrpc"}, true}, {"refused", []string{"CN=admin,O=virtrpc"}, false}} {
+	}{{"allowed", []string{"O=virtrpc,CN=virtrpc-*"}, true}, {"refused", []string{"O=virtrpc,CN=admin"}, false}} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := testCtx(t)
 			ln, err := transport.ListenTLS(ctx, "tcp", "127.0.0.1:0", &transport.TLSOptions{
@@ -80,7 +81,7 @@ func TestAllowedDNsOnTheListener(t *testing.T) {
 			err = <-serverErr
 			var de *transport.DNError
 			require.ErrorAs(t, err, &de)
-			assert.Equal(t, "CN=virtrpc-client,O=virtrpc", de.DN)
+			assert.Equal(t, "O=virtrpc,CN=virtrpc-client", de.DN)
 		})
 	}
 }

@@ -35,8 +35,8 @@
 // PKI files, with the client certificate required and verified as libvirtd
 // does. [TLSOptions].AllowedDNs narrows the clients a listener accepts to
 // subject DNs matching libvirt-style patterns (tls_allowed_dn_list, '*' and
-// '?'); a refused client's handshake fails with a [*DNError] that names the
-// DN. `go run ./examples/pki -dir DIR` makes a PKI in libvirt's layout.
+// '?', over the DN as libvirtd writes it, see [DN]: "O=virtrpc,CN=*"); a
+// refused client's handshake fails with a [*DNError] that names the DN. `go run ./examples/pki -dir DIR` makes a PKI in libvirt's layout.
 //
 // After the TLS handshake a libvirt server checks the client certificate
 // and, if it accepts the client, sends one byte, 0x01; anything else, or

@@ -116,3 +116,33 @@ func TestSSHAddressDefaultsToPort22(t *testing.T) {
 		assert.NotContains(t, err.Error(), "[[", addr)
 	}
 }
+
+// TestSSHMissingKnownHostsIsAnUnknownHost: a first-time user has no
+// ~/.ssh/known_hosts; as with OpenSSH, a missing file knows no host, so the
+// refusal is ErrHostKeyUnknown with the fingerprint to check, not "no such
+// file".
+func TestSSHMissingKnownHostsIsAnUnknownHost(t *testing.T) {
+	s := sshd.Start(t)
+	sock := unixServer(t)
+	_, err := transport.DialSSH(testCtx(t), s.Addr, "unix", sock, &transport.SSHOptions{User: s.User,
+		KnownHosts: []string{filepath.Join(t.TempDir(), "known_hosts")}, Signers: []ssh.Signer{s.Client}})
+	require.ErrorIs(t, err, transport.ErrHostKeyUnknown)
+	assert.ErrorContains(t, err, ssh.FingerprintSHA256(s.HostKey))
+}
+
+// TestSSHRevokedHostKey: a key marked @revoked in known_hosts is refused
+// as such (ErrHostKeyRevoked, a *HostKeyError naming file:line), even when
+// another line lists it as the host's key.
+func TestSSHRevokedHostKey(t *testing.T) {
+	s := sshd.Start(t)
+	sock := unixServer(t)
+	kh := filepath.Join(t.TempDir(), "known_hosts")
+	lines := "@revoked * " + string(ssh.MarshalAuthorizedKey(s.HostKey)) + knownhosts.Line([]string{knownhosts.Normalize(s.Addr)}, s.HostKey) + "\n"
+	require.NoError(t, os.WriteFile(kh, []byte(lines), 0o600))
+	_, err := transport.DialSSH(testCtx(t), s.Addr, "unix", sock, &transport.SSHOptions{User: s.User, KnownHosts: []string{kh}, Signers: []ssh.Signer{s.Client}})
+	require.ErrorIs(t, err, transport.ErrHostKeyRevoked)
+	var he *transport.HostKeyError
+	require.ErrorAs(t, err, &he)
+	assert.Equal(t, []string{kh + ":1"}, he.Known)
+	assert.ErrorContains(t, err, ssh.FingerprintSHA256(s.HostKey))
+}

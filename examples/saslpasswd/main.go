@@ -21,7 +21,7 @@ import (
 
 func main() {
 	file := flag.String("f", "", "credential file (required)")
-	iters := flag.Int("i", sasl.MinIterations, "PBKDF2 iterations (at least 4096)")
+	iters := flag.Int("i", sasl.MinIterations, "PBKDF2 iterations (4096 to 1048576)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: saslpasswd -f FILE [-i N] USER < password\n")
 		flag.PrintDefaults()

@@ -28,6 +28,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -107,6 +108,11 @@ type Options struct {
 	// serverkey.pem, cacert.pem): the daemon listens on TLS at 127.0.0.1 and
 	// a free port too (Daemon.TLSAddr), verifying client certificates.
 	TLSDir string
+	// AllowedDNs, if not nil, is the daemon's tls_allowed_dn_list.
+	AllowedDNs []string
+	// LogFilters replaces the log level and filters (log_filters, with
+	// level 1 output), e.g. "1:rpc.nettlscontext" to see the peer's DN.
+	LogFilters string
 	// LogKeepalive logs libvirtd's keepalive probes (RPC_KEEPALIVE_SEND,
 	// RPC_KEEPALIVE_RECEIVED, ...) at info level, so a test can count the
 	// pings the daemon sent and the pongs it got.
@@ -194,6 +200,13 @@ auth_unix_ro = %[2]q
 		var tc string
 		tc, d.TLSAddr = tlsConf(t, opts.TLSDir, authOf(opts))
 		conf = strings.Replace(conf, "listen_tls = 0\n", tc, 1)
+		if opts.AllowedDNs != nil {
+			q := make([]string, len(opts.AllowedDNs))
+			for i, dn := range opts.AllowedDNs {
+				q[i] = strconv.Quote(dn)
+			}
+			conf += "tls_allowed_dn_list = [" + strings.Join(q, ", ") + "]\n"
+		}
 	}
 	if opts.KeepaliveInterval != 0 {
 		conf += fmt.Sprintf("keepalive_interval = %d\n", opts.KeepaliveInterval)
@@ -201,7 +214,10 @@ auth_unix_ro = %[2]q
 	if opts.KeepaliveCount != 0 {
 		conf += fmt.Sprintf("keepalive_count = %d\n", opts.KeepaliveCount)
 	}
-	if opts.LogKeepalive {
+	if opts.LogFilters != "" {
+		conf += fmt.Sprintf("log_filters = %q\n", opts.LogFilters)
+		conf += fmt.Sprintf("log_outputs = \"1:file:%s\"\n", d.Log)
+	} else if opts.LogKeepalive {
 		conf += "log_filters = \"2:rpc.keepalive\"\n"
 		conf += fmt.Sprintf("log_outputs = \"2:file:%s\"\n", d.Log)
 	} else {

@@ -116,7 +116,7 @@ func (s *Stream) sendErrLocked() error {
 // follow our data) only once it is aborted or failed: data that raced a
 // Close from another goroutine would otherwise follow the finish, which
 // the receiver takes for a protocol violation of the whole connection.
-func (s *Stream) push(of outFrame, typ frame.Type, status frame.Status, ctl bool, data int) error {
+func (s *Stream) push(of outFrame, typ frame.Type, status frame.Status, ctl, direct bool, data int) error {
 	h := s.cfg.Header
 	h.Type, h.Status = typ, status
 	frame.PutHeader(of.msg, h, len(of.msg)-frame.Overhead)
@@ -144,21 +144,22 @@ func (s *Stream) push(of outFrame, typ frame.Type, status frame.Status, ctl bool
 	if sched {
 		s.scheduled = true
 	}
+	direct = direct && s.wdl.IsZero()
 	s.mu.Unlock()
 	if sched {
-		s.link.Schedule(s)
+		s.link.Schedule(s, direct)
 	}
 	return nil
 }
 
 func (s *Stream) pushData(buf *[]byte, n int) error {
-	return s.push(outFrame{buf: buf, msg: (*buf)[:frame.Overhead+n]}, frame.TypeStream, frame.StatusContinue, false, n)
+	return s.push(outFrame{buf: buf, msg: (*buf)[:frame.Overhead+n]}, frame.TypeStream, frame.StatusContinue, false, true, n)
 }
 
 // pushCtl queues a header-only STREAM frame behind our data: a finish, or
 // a compat acknowledgement that ends the stream.
 func (s *Stream) pushCtl(status frame.Status) {
-	_ = s.push(outFrame{msg: make([]byte, frame.Overhead)}, frame.TypeStream, status, true, 0)
+	_ = s.push(outFrame{msg: make([]byte, frame.Overhead)}, frame.TypeStream, status, true, false, 0)
 }
 
 // sendOOB sends a STREAM frame ahead of data: acknowledgements, verdicts
@@ -269,5 +270,5 @@ func (s *Stream) WriteHole(ctx context.Context, n int64) error {
 	}
 	msg := make([]byte, frame.Overhead+frame.HolePayloadSize)
 	frame.PutHole(msg[frame.Overhead:], n, 0)
-	return s.push(outFrame{msg: msg}, frame.TypeStreamHole, frame.StatusContinue, false, 0)
+	return s.push(outFrame{msg: msg}, frame.TypeStreamHole, frame.StatusContinue, false, ctx.Done() == nil, 0)
 }

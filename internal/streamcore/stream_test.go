@@ -23,7 +23,7 @@ type fakeLink struct {
 	released bool
 }
 
-func (l *fakeLink) Schedule(s *Stream) {
+func (l *fakeLink) Schedule(s *Stream, _ bool) {
 	for {
 		f, more := s.PopFrame()
 		l.mu.Lock()

@@ -133,6 +133,25 @@ func (p *PKI) RevocationList(revoked ...*x509.Certificate) ([]byte, error) {
 	return pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: der}), nil
 }
 
+// IssueClient issues another client certificate by the CA, for subject
+// (a DN test's odd attributes, say); rawSubject, if not nil, is the
+// subject's DER instead (for string types pkix.Name does not write).
+func (p *PKI) IssueClient(subject pkix.Name, rawSubject []byte) (tls.Certificate, error) {
+	now := time.Now()
+	_, _, pair, err := leaf(p.CACert, p.caKey, &x509.Certificate{
+		Subject:     subject,
+		RawSubject:  rawSubject,
+		NotBefore:   now.Add(-time.Hour),
+		NotAfter:    now.Add(24 * time.Hour),
+		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	if err != nil {
+		return pair, fmt.Errorf("testcert: client certificate: %w", err)
+	}
+	return pair, nil
+}
+
 // leaf issues a certificate for a fresh key and returns it as PEM and as a
 // ready tls.Certificate.
 func leaf(ca *x509.Certificate, caKey *ecdsa.PrivateKey, tmpl *x509.Certificate) (certPEM, keyPEM []byte, pair tls.Certificate, err error) {

@@ -1,6 +1,10 @@
 package sasl
 
-import "fmt"
+import (
+	"fmt"
+
+	"github.com/virtrpc/virtrpc/transport"
+)
 
 // External returns the client side of EXTERNAL (RFC 4422 appendix A): the
 // server takes the identity from the verified TLS client certificate, or
@@ -56,7 +60,7 @@ func (externalServer) Available(cs ConnState) bool { return externalName(cs) != 
 // externalName is the identity EXTERNAL gives on cs, or "".
 func externalName(cs ConnState) string {
 	if cs.TLS != nil && len(cs.TLS.VerifiedChains) > 0 && len(cs.TLS.VerifiedChains[0]) > 0 {
-		return cs.TLS.VerifiedChains[0][0].Subject.String()
+		return transport.DN(cs.TLS.VerifiedChains[0][0])
 	}
 	if cs.Peer != nil {
 		return fmt.Sprintf("uid=%d", cs.Peer.UID)

@@ -122,7 +122,7 @@ func TestTLSIdentityWhenAllowed(t *testing.T) {
 	assert.Nil(t, id, "no SASL ran")
 	got, err := whoami(t, c)
 	require.NoError(t, err)
-	assert.Equal(t, "CN=virtrpc-client,O=virtrpc", got)
+	assert.Equal(t, "O=virtrpc,CN=virtrpc-client", got)
 
 	refuse := startServer(t, fixtureOpts{network: "tcp", tls: srvTLS, client: cliTLS, sasl: &sasl.ServerOptions{TLSIdentity: true,
 		Authorize: func(ctx context.Context, id *sasl.Identity) error {

@@ -12,7 +12,8 @@ type Identity struct {
 	// example "SCRAM-SHA-256-PLUS" or "EXTERNAL".
 	Mechanism string
 	// Username is the authentication identity: the SASL user name, or for
-	// EXTERNAL the subject DN of the verified TLS client certificate.
+	// EXTERNAL the subject DN of the verified TLS client certificate, as
+	// libvirtd writes it (transport.DN: "O=virtrpc,CN=fred").
 	Username string
 	// AuthzID is the authorization identity the client asked for, if any
 	// (PLAIN and SCRAM carry one, EXTERNAL's initial response is one).

@@ -224,3 +224,72 @@ func TestTransportIdentityDoesNotReplaceSASLIdentity(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, user, got, "the PLAIN identity stays; the TLS one came second")
 }
+
+// TestIdentityRacesTheGate: calls sent while the exchange completes are
+// either held back ("authentication required") or see the identity; none
+// runs past the gate without one.
+func TestIdentityRacesTheGate(t *testing.T) {
+	f := startServer(t, fixtureOpts{})
+	c := f.dial(t, compat)
+	stop := make(chan struct{})
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			for {
+				select {
+				case <-stop:
+					errs <- nil
+					return
+				default:
+				}
+				got, err := whoami(t, c)
+				switch {
+				case err != nil && !strings.Contains(err.Error(), "authentication required"):
+					errs <- err
+					return
+				case err == nil && got != user:
+					errs <- assert.AnError
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(5 * time.Millisecond)
+	_, err := sasl.Authenticate(testCtx(t), c, &sasl.ClientOptions{Mechanisms: []sasl.ClientMechanism{sasl.Plain(creds())}})
+	require.NoError(t, err)
+	time.Sleep(5 * time.Millisecond)
+	close(stop)
+	for range 4 {
+		require.NoError(t, <-errs)
+	}
+}
+
+// TestUserNamesWithSCRAMSpecials: ',' and '=' in a user name travel
+// escaped (=2C, =3D) and are looked up as written; UTF-8 too.
+func TestUserNamesWithSCRAMSpecials(t *testing.T) {
+	store := &sasl.MemoryStore{}
+	names := []string{"a,b=c", "José"}
+	for _, n := range names {
+		require.NoError(t, store.AddUser(n, password))
+	}
+	f := startServer(t, fixtureOpts{sasl: &sasl.ServerOptions{Mechanisms: []sasl.ServerMechanism{sasl.SCRAMServer(store), sasl.PlainServer(store)}}})
+	for _, n := range names {
+		for _, m := range []sasl.ClientMechanism{sasl.SCRAMSHA256(sasl.Credentials{Username: n, Password: password}), sasl.Plain(sasl.Credentials{Username: n, Password: password})} {
+			c := f.dial(t, compat)
+			_, err := sasl.Authenticate(testCtx(t), c, &sasl.ClientOptions{Mechanisms: []sasl.ClientMechanism{m}})
+			require.NoError(t, err, "%s %q", m.Name(), n)
+			got, err := whoami(t, c)
+			require.NoError(t, err)
+			assert.Equal(t, n, got)
+		}
+	}
+}
+
+// TestServerWithoutMechanismsSaysSo: a new user's NewServer without
+// Mechanisms refuses every client, and the refusal says why.
+func TestServerWithoutMechanismsSaysSo(t *testing.T) {
+	f := startServer(t, fixtureOpts{sasl: &sasl.ServerOptions{Mechanisms: []sasl.ServerMechanism{}}})
+	_, err := sasl.Authenticate(testCtx(t), f.dial(t, compat), &sasl.ClientOptions{Mechanisms: sasl.Password(creds())})
+	require.ErrorIs(t, err, sasl.ErrMechanismNotOffered)
+	assert.ErrorContains(t, err, "ServerOptions.Mechanisms is empty")
+}

@@ -45,7 +45,9 @@ type ServerOptions struct {
 	ServerCertificate *x509.Certificate
 	// Authorize decides whether an authenticated identity may use the
 	// connection (a user list, say). Nil allows every identity whose
-	// AuthzID is empty or its own Username. A refusal counts as a failed
+	// AuthzID is empty or its own Username; a non-nil Authorize replaces
+	// that rule, so it must check AuthzID itself (AllowUsers does), or a
+	// client may name any AuthzID it likes. A refusal counts as a failed
 	// attempt, with ErrNotAllowed.
 	Authorize func(ctx context.Context, id *Identity) error
 	// ConcealReasons makes every refusal say only "authentication failed",
@@ -191,6 +193,9 @@ func (s *Server) saslInit(ctx context.Context, req *rpc.Request) ([]byte, error)
 	}
 	st.offered = s.offer(s.connState(c))
 	st.sess, st.mech = nil, ""
+	if len(s.opts.Mechanisms) == 0 {
+		return nil, s.failed(ctx, c, st, fail(ReasonMechanismNotOffered, "", "the server has no mechanisms (ServerOptions.Mechanisms is empty)"))
+	}
 	if len(st.offered) == 0 {
 		return nil, s.failed(ctx, c, st, fail(ReasonMechanismNotOffered, "", "no mechanism can run on this connection"))
 	}

@@ -69,7 +69,7 @@ func TestExternalTakesTheCertificateDN(t *testing.T) {
 	assert.Equal(t, sasl.MechExternal, id.Mechanism)
 	got, err := whoami(t, c)
 	require.NoError(t, err)
-	assert.Equal(t, "CN=virtrpc-client,O=virtrpc", got)
+	assert.Equal(t, "O=virtrpc,CN=virtrpc-client", got)
 }
 
 func TestFailuresNameTheirCause(t *testing.T) {

@@ -94,8 +94,8 @@ func ParseVerifier(s string) (Verifier, error) {
 	}
 	var v Verifier
 	var err error
-	if v.Iterations, err = strconv.Atoi(iters); err != nil || v.Iterations < MinIterations || v.Iterations > 1<<24 {
-		return bad(fmt.Sprintf("iterations %q: want %d to %d", iters, MinIterations, 1<<24))
+	if v.Iterations, err = strconv.Atoi(iters); err != nil || v.Iterations < MinIterations || v.Iterations > MaxIterations {
+		return bad(fmt.Sprintf("iterations %q: want %d to %d (MaxIterations)", iters, MinIterations, MaxIterations))
 	}
 	dec := base64.StdEncoding.DecodeString
 	if v.Salt, err = dec(salt64); err != nil || len(v.Salt) == 0 {
@@ -182,7 +182,9 @@ func OpenFileStore(path string) (*FileStore, error) {
 }
 
 // Lookup returns user's verifier, reading the file again if it changed. If
-// the changed file does not parse, the users read before stay in force.
+// the changed file cannot be read or does not parse (half written by an
+// editor, or removed), the users read before stay in force: to lock
+// everyone out, replace the file with an empty one.
 func (s *FileStore) Lookup(user string) (Verifier, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -3,6 +3,7 @@ package sasl_test
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -67,6 +68,12 @@ func TestStoredVerifiersAreUsableByOurClient(t *testing.T) {
 	require.ErrorContains(t, err, "at most")
 	file := filepath.Join(t.TempDir(), "users")
 	require.Error(t, sasl.AddUserToFile(file, user, password, sasl.MaxIterations+1))
+	// A hand-written line asking more (16M would cost every PLAIN attempt,
+	// an unknown client's included, seconds of the server's CPU) is refused.
+	v, err := sasl.NewVerifier(password, 0)
+	require.NoError(t, err)
+	_, err = sasl.ParseVerifier(strings.Replace(v.String(), "$4096:", "$16777216:", 1))
+	require.ErrorContains(t, err, "MaxIterations")
 }
 
 // TestAddUserToFileRefusesACommentName: a user name starting with '#'

@@ -6,6 +6,7 @@ import (
 
 	"github.com/virtrpc/virtrpc/internal/glob"
 	"github.com/virtrpc/virtrpc/rpc"
+	"github.com/virtrpc/virtrpc/transport"
 )
 
 // Identities that come from the transport instead of a SASL exchange
@@ -56,7 +57,7 @@ func (s *Server) AuthenticateTLS(ctx context.Context, c *rpc.Conn) (*Identity, e
 	if cs.TLS == nil || len(cs.TLS.VerifiedChains) == 0 || len(cs.TLS.VerifiedChains[0]) == 0 {
 		return nil, fail(ReasonMechanismNotOffered, MechTLS, "no verified TLS client certificate")
 	}
-	id := &Identity{Mechanism: MechTLS, Username: cs.TLS.VerifiedChains[0][0].Subject.String()}
+	id := &Identity{Mechanism: MechTLS, Username: transport.DN(cs.TLS.VerifiedChains[0][0])}
 	if err := s.authorize(ctx, id); err != nil {
 		return nil, err
 	}
@@ -66,7 +67,7 @@ func (s *Server) AuthenticateTLS(ctx context.Context, c *rpc.Conn) (*Identity, e
 // AllowUsers returns a ServerOptions.Authorize that admits only identities
 // whose Username matches one of patterns, as libvirtd's
 // sasl_allowed_username_list does ('*' any run of characters, '?' any one:
-// "fred", "*@EXAMPLE.COM", "CN=*,O=virtrpc" for EXTERNAL, "uid=0" for UNIX).
+// "fred", "*@EXAMPLE.COM", "O=virtrpc,CN=*" for EXTERNAL, "uid=0" for UNIX).
 // An AuthzID other than the Username is refused as by default.
 func AllowUsers(patterns ...string) func(context.Context, *Identity) error {
 	pats := append([]string(nil), patterns...)
