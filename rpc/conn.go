@@ -263,8 +263,11 @@ func (c *Conn) readLoop(fr *frame.Reader) {
 		if err = c.checkUnauthSize(h, n); err == nil {
 			err = c.route(h, fr)
 		}
-		c.routing.Store(false)
+		// lastRecv before routing: keepalive, which loads them in the
+		// other order, must not see the read loop idle with the time of
+		// the message before a long pause (a compat stream's reader).
 		c.lastRecv.Store(time.Now().UnixNano())
+		c.routing.Store(false)
 		if err != nil {
 			var pe *frame.ProtocolError
 			if !errors.As(err, &pe) {
