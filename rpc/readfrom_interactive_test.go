@@ -30,7 +30,7 @@ func TestReadFromSendsWhatEachReadReturns(t *testing.T) {
 				}
 				go func() {
 					_, _ = io.Copy(st, struct{ io.Reader }{st}) // echo: the server's ReadFrom too
-					_ = st.Close() // finishes ours and acknowledges the client's end
+					_ = st.Close()                              // finishes ours and acknowledges the client's end
 				}()
 				return nil, nil
 			})
