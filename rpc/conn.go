@@ -53,7 +53,8 @@ type Conn struct {
 	nextSerial uint32
 	pending    map[uint32]*pendingCall
 	streams    map[uint32]*streamcore.Stream
-	served     map[uint32]bool // calls being served: did stream frames come before their stream? (see streams.go)
+	served     map[uint32]bool              // calls being served: did stream frames come before their stream? (see streams.go)
+	streamMem  map[*streamcore.Stream]int64 // what each receiving stream charged to mem (streams.go)
 
 	negotiated chan struct{} // closed once the mode is settled
 	negOnce    sync.Once
@@ -160,7 +161,9 @@ func newConnIn(nc net.Conn, opts *Options, isServer bool, adm *admission) *Conn 
 		pending:  make(map[uint32]*pendingCall),
 		streams:  make(map[uint32]*streamcore.Stream),
 		served:   make(map[uint32]bool),
-		done:     make(chan struct{}),
+
+		streamMem: make(map[*streamcore.Stream]int64),
+		done:      make(chan struct{}),
 
 		negotiated: make(chan struct{}),
 	}
