@@ -66,12 +66,16 @@ func (c *Conn) keepalive() {
 			if interval <= 0 {
 				continue
 			}
-			idle := now.Sub(time.Unix(0, c.lastRecv.Load()))
 			// While our read loop is paused (a compat stream's reader is
 			// behind) the silence is ours, not the peer's; we still ping so
 			// the peer knows we live. A peer silent mid-message is
-			// slowCheck's.
-			if idle >= deadAfter && !c.routing.Load() {
+			// slowCheck's. routing is loaded before lastRecv, which the
+			// read loop stores before it clears routing: a read loop seen
+			// idle has its last message's time in lastRecv, not the time
+			// of the one before a pause that just ended.
+			routing := c.routing.Load()
+			idle := now.Sub(time.Unix(0, c.lastRecv.Load()))
+			if idle >= deadAfter && !routing {
 				c.closeWith(ErrKeepaliveTimeout)
 				return
 			}

@@ -160,7 +160,8 @@ func (s *Stream) Window() int64 { return s.c.Window() }
 func (s *Stream) Write(p []byte) (int, error) { return s.c.Write(p) }
 
 // ReadFrom sends everything r yields until io.EOF, reading straight into
-// frame buffers. On a sparse stream whose source is a file, the file's holes
+// frame buffers; what each Read returns is sent at once, so a socket's
+// request is not held back waiting for a full frame. On a sparse stream whose source is a file, the file's holes
 // are sent as holes (found with SEEK_DATA/SEEK_HOLE) and never read.
 // It does not finish the stream: call Close for that.
 func (s *Stream) ReadFrom(r io.Reader) (int64, error) { return s.c.ReadFrom(r) }

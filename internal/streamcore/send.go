@@ -191,7 +191,8 @@ func (s *Stream) Write(p []byte) (int, error) {
 }
 
 // ReadFrom sends everything r yields until io.EOF, reading straight into
-// frame buffers. On a sparse stream whose source is a file, the file's holes
+// frame buffers; what each Read returns is sent at once, so a socket's
+// request is not held back waiting for a full frame. On a sparse stream whose source is a file, the file's holes
 // are sent as holes (found with SEEK_DATA/SEEK_HOLE) and never read.
 // It does not finish the stream: call Close for that.
 func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
@@ -218,7 +219,11 @@ func (s *Stream) copyFrom(r io.Reader, limit int64) (int64, error) {
 			return total, err
 		}
 		buf := getBuf(n)
-		m, rerr := io.ReadFull(r, (*buf)[frame.Overhead:frame.Overhead+n])
+		// What one Read returns goes out at once: waiting to fill the frame
+		// would hold an interactive source's request (a tunnelled NBD or
+		// console socket) until more data came, which a request/response
+		// protocol never sends. Files and generators fill frames anyway.
+		m, rerr := io.ReadAtLeast(r, (*buf)[frame.Overhead:frame.Overhead+n], 1)
 		s.refund(n - m)
 		if m > 0 {
 			if err := s.pushData(buf, m); err != nil {
