@@ -54,19 +54,12 @@ func (e *dirEnds) r() *stream.Stream {
 	return e.s
 }
 
-// wConn is the connection of w, rConn that of r.
+// wConn is the connection of w.
 func (e *dirEnds) wConn() *rpc.Conn {
 	if e.dir == stream.Download {
 		return e.sc
 	}
 	return e.cc
-}
-
-func (e *dirEnds) rConn() *rpc.Conn {
-	if e.dir == stream.Download {
-		return e.cc
-	}
-	return e.sc
 }
 
 func (e *dirEnds) native() bool { return e.mode == "native" }

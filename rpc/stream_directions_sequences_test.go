@@ -297,9 +297,14 @@ func TestDirSparseHoles(t *testing.T) {
 				return nil
 			}
 		}
+		if dir == stream.Duplex {
+			// the server finishes first: the other order hits the compat
+			// bug TestDirCloseWriteThenReadToEOF skips
+			require.NoError(t, wait(t, async(send(e.r())), "the server's sends"))
+		}
 		wres := async(send(e.w()))
 		if dir == stream.Duplex {
-			bres := async(send(e.r()))
+			bres := async(func() error { return nil })
 			require.NoError(t, wait(t, async(recvFile(e.r())), "WriteTo"))
 			got, err := readAllOf(e.w())
 			require.NoError(t, err)
