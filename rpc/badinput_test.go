@@ -70,6 +70,17 @@ func TestBadInputClosesOnlyThatConnection(t *testing.T) {
 			p.expect(frame.TypeReply, frame.StatusOK, 1)
 			return rawFrame(hdr(rpc.Procedure(sendProc), frame.TypeStream, 1, frame.StatusOK), nil)
 		}, "declared direction"},
+		{"a hole toward a side that only sends (compat)", func(p *rawPeer) []byte {
+			f, err := os.CreateTemp(p.t.(*testing.T).TempDir(), "src")
+			require.NoError(p.t, err)
+			require.NoError(p.t, f.Truncate(64<<20)) // all hole, sent as one
+			require.NoError(p.t, f.Close())
+			p.send(hdr(rpc.Procedure(sparseDownProc), frame.TypeCall, 1, frame.StatusOK), []byte(f.Name()))
+			p.expect(frame.TypeReply, frame.StatusOK, 1)
+			hole := make([]byte, 12)
+			frame.PutHole(hole, 4096, 0)
+			return rawFrame(hdr(rpc.Procedure(sparseDownProc), frame.TypeStreamHole, 1, frame.StatusContinue), hole)
+		}, "declared direction"},
 		{"data toward a side that only sends (compat)", func(p *rawPeer) []byte {
 			p.send(hdr(rpc.Procedure(sendProc), frame.TypeCall, 1, frame.StatusOK), sendArgs(64<<20, 1))
 			p.expect(frame.TypeReply, frame.StatusOK, 1)

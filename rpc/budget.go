@@ -47,9 +47,8 @@ func (s *serverBudget) give(n int64) { s.used.Add(-n) }
 // memBudget is what one connection may hold of buffers its peer can fill:
 // message bodies being read, call payloads while their handler runs,
 // replies and messages waiting for the writer, messages waiting for their
-// handler. (Stream buffers have their own bound, streamcore.Budget and the
-// per-stream limits; a stream can be made to charge this budget too through
-// take and give.)
+// handler, and each receiving stream's initial buffer while it is open
+// (streams.go; window growth beyond it is bounded by streamcore.Budget).
 //
 // The first reserve bytes are the connection's own, paid to the server
 // when it was accepted, so a small call always fits however full the server

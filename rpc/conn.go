@@ -53,7 +53,8 @@ type Conn struct {
 	nextSerial uint32
 	pending    map[uint32]*pendingCall
 	streams    map[uint32]*streamcore.Stream
-	served     map[uint32]bool // calls being served: did stream frames come before their stream? (see streams.go)
+	served     map[uint32]bool              // calls being served: did stream frames come before their stream? (see streams.go)
+	streamMem  map[*streamcore.Stream]int64 // what each receiving stream charged to mem (streams.go)
 
 	negotiated chan struct{} // closed once the mode is settled
 	negOnce    sync.Once
@@ -160,7 +161,9 @@ func newConnIn(nc net.Conn, opts *Options, isServer bool, adm *admission) *Conn 
 		pending:  make(map[uint32]*pendingCall),
 		streams:  make(map[uint32]*streamcore.Stream),
 		served:   make(map[uint32]bool),
-		done:     make(chan struct{}),
+
+		streamMem: make(map[*streamcore.Stream]int64),
+		done:      make(chan struct{}),
 
 		negotiated: make(chan struct{}),
 	}
@@ -263,8 +266,11 @@ func (c *Conn) readLoop(fr *frame.Reader) {
 		if err = c.checkUnauthSize(h, n); err == nil {
 			err = c.route(h, fr)
 		}
-		c.routing.Store(false)
+		// lastRecv before routing: keepalive, which loads them in the
+		// other order, must not see the read loop idle with the time of
+		// the message before a long pause (a compat stream's reader).
 		c.lastRecv.Store(time.Now().UnixNano())
+		c.routing.Store(false)
 		if err != nil {
 			var pe *frame.ProtocolError
 			if !errors.As(err, &pe) {

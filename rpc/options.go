@@ -119,8 +119,11 @@ type Options struct {
 	// written, so a peer that reads nothing holds at most this much of its
 	// replies. At least 128 KiB; default 128 MiB: four
 	// libvirt-size messages, so a 32 MiB call can be read while another is
-	// served and its reply queued. Stream buffers are bounded apart
-	// (StreamBuffer, ConnectionWindow, CompatStreamBuffer).
+	// served and its reply queued. Each receiving stream charges its
+	// initial buffer (StreamWindow in native mode, CompatStreamBuffer in
+	// compat) while open; opening one that does not fit fails (the peer's
+	// call gets the error reply). Window growth is bounded apart
+	// (StreamBuffer, MaxStreamWindow, ConnectionWindow).
 	ConnectionMemory int
 	// ServerMemory bounds what all connections of one Serve hold together:
 	// each connection's ConnectionMemory use beyond its first 64 KiB, plus

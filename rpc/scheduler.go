@@ -232,18 +232,15 @@ func (s *scheduler) appendLocked(msg queuedMsg, direct bool, then func()) error 
 // writes the frame itself, after any queued control and calls: bulk data
 // then costs no goroutine hand-off, as with a plain TLS connection, and the
 // other core stays free for the read loops. Otherwise the stream joins the
-// round-robin served by the writer goroutine. In compat mode the writer
-// goroutine always writes: there is no credit, and a peer whose stream
-// reader is behind pauses its read loop (libvirt does), so a producer
-// writing inline would block in the socket's Write, past its write deadline
-// and out of reach of CloseWithError.
-func (s *scheduler) schedule(st *streamcore.Stream) {
+// round-robin served by the writer goroutine. A producer that must be able
+// to return early (a deadline, a ctx) passes direct false and never writes.
+func (s *scheduler) schedule(st *streamcore.Stream, direct bool) {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
 		return
 	}
-	if s.writing || len(s.ready) > 0 || s.c.Mode() == ModeCompat {
+	if !direct || s.writing || len(s.ready) > 0 {
 		s.ready = append(s.ready, st)
 		s.mu.Unlock()
 		s.kick()

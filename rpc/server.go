@@ -75,6 +75,7 @@ func Serve(ctx context.Context, l Listener, opts *Options, onConn func(*Conn)) e
 			onConn(c)
 		}
 		<-c.Done()
+		adm.authenticated() // its MaxUnauthenticated place is free as it closes, not once its goroutines end
 		c.wait()
 		mu.Lock()
 		delete(conns, c)

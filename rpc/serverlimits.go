@@ -72,7 +72,8 @@ func (s *serverLimits) admit() (*admission, error) {
 	return a, nil
 }
 
-// authenticated frees the connection's place among the unauthenticated.
+// authenticated frees the connection's place among the unauthenticated,
+// once: when it authenticates, or when it closes.
 func (a *admission) authenticated() {
 	if a != nil && a.anon.CompareAndSwap(true, false) {
 		a.s.anon.Add(-1)

@@ -175,6 +175,24 @@ func (c *Conn) newStream(h frame.Header, dir stream.Direction, opts *stream.Opti
 	if len(c.streams) >= c.cfg.MaxStreams {
 		return nil, fmt.Errorf("%w (limit %d)", ErrTooManyStreams, c.cfg.MaxStreams)
 	}
+	// A receiving stream holds what the peer sends before our reader takes
+	// it: its initial window in native mode (growth beyond it draws on
+	// ConnectionWindow), CompatStreamBuffer in compat mode. That is charged
+	// to the connection's memory budget while the stream is open, so many
+	// streams cannot add up past ConnectionMemory (and the server's).
+	var charge int64
+	if recv {
+		charge = int64(c.cfg.CompatStreamBuffer)
+		if cfg.Role == streamcore.Native {
+			charge = cfg.RecvWindow
+		}
+	}
+	if charge > 0 && !c.mem.take(charge) {
+		return nil, c.budgetError("a receiving stream's buffer", charge)
+	}
+	if charge > 0 {
+		c.streamMem[st] = charge
+	}
 	c.streams[h.Serial] = st
 	c.stats.streamsOpened.Add(1)
 	return st, nil
@@ -183,7 +201,7 @@ func (c *Conn) newStream(h frame.Header, dir stream.Direction, opts *stream.Opti
 // streamLink is the connection as the streams see it.
 type streamLink struct{ c *Conn }
 
-func (l streamLink) Schedule(s *streamcore.Stream) { l.c.sched.schedule(s) }
+func (l streamLink) Schedule(s *streamcore.Stream, direct bool) { l.c.sched.schedule(s, direct) }
 
 func (l streamLink) SendCredit(serial uint32, n uint64, direct bool) {
 	var b [frame.Overhead + frame.CreditPayloadSize]byte
@@ -202,6 +220,10 @@ func (c *Conn) releaseStream(s *streamcore.Stream) {
 	c.mu.Lock()
 	if c.streams[serial] == s {
 		delete(c.streams, serial)
+	}
+	if n, ok := c.streamMem[s]; ok {
+		delete(c.streamMem, s)
+		c.mem.give(n)
 	}
 	c.mu.Unlock()
 	s.ReturnWindow()

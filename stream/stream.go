@@ -25,10 +25,12 @@
 //
 // One goroutine may read and one may write a Stream at the same time; Close
 // and CloseWithError may be called from any goroutine. Read and Write take
-// no context: deadlines (SetReadDeadline, SetWriteDeadline) bound them, or
-// abort the transfer from a context, for example
-// context.AfterFunc(ctx, func() { st.CloseWithError(ctx.Err()) }).
-// WriteHole and Finish take a context and return when it ends.
+// no context: deadlines (SetReadDeadline, SetWriteDeadline) bound them,
+// whatever the peer does. CloseWithError aborts a transfer, for example
+// from a context with context.AfterFunc(ctx, func() { st.CloseWithError(ctx.Err()) }),
+// and wakes a Read or a Write waiting for data or credit (see Write for one
+// blocked in the socket). WriteHole and Finish take a context and return
+// when it ends.
 //
 // Abort reasons travel as libvirt error payloads. ErrReceiverClosed,
 // ErrPeerFinished, ErrIncomplete and rpc.ErrStreamAbandoned carry a virtrpc
@@ -120,7 +122,7 @@ func (s *Stream) Header() frame.Header { return s.c.Header() }
 // Sparse reports whether the stream carries holes.
 func (s *Stream) Sparse() bool { return s.c.Sparse() }
 
-// CanWrite and CanRead report the directions this side uses.
+// CanWrite reports whether this side sends data.
 func (s *Stream) CanWrite() bool { return s.c.Sends() }
 
 // CanRead reports whether this side receives data.
@@ -148,12 +150,18 @@ func (s *Stream) BufferLimit() int64 { return s.c.BufferLimit() }
 func (s *Stream) Window() int64 { return s.c.Window() }
 
 // Write sends p as stream data. It returns once p is queued; flow control
-// blocks it while the receiver is behind, until the write deadline. A
-// zero-length Write sends nothing.
+// blocks it while the receiver is behind. A zero-length Write sends nothing.
+// Without a write deadline, Write may write the socket itself when the
+// connection is idle (bulk data then costs no goroutine hand-off); toward a
+// peer that stops reading it then returns only when the connection fails
+// (keepalive reaps a silent peer). With a deadline set it never writes the
+// socket itself and returns os.ErrDeadlineExceeded once the deadline
+// passes.
 func (s *Stream) Write(p []byte) (int, error) { return s.c.Write(p) }
 
 // ReadFrom sends everything r yields until io.EOF, reading straight into
-// frame buffers. On a sparse stream whose source is a file, the file's holes
+// frame buffers; what each Read returns is sent at once, so a socket's
+// request is not held back waiting for a full frame. On a sparse stream whose source is a file, the file's holes
 // are sent as holes (found with SEEK_DATA/SEEK_HOLE) and never read.
 // It does not finish the stream: call Close for that.
 func (s *Stream) ReadFrom(r io.Reader) (int64, error) { return s.c.ReadFrom(r) }

@@ -129,3 +129,20 @@ func TestSSHMissingKnownHostsIsAnUnknownHost(t *testing.T) {
 	require.ErrorIs(t, err, transport.ErrHostKeyUnknown)
 	assert.ErrorContains(t, err, ssh.FingerprintSHA256(s.HostKey))
 }
+
+// TestSSHRevokedHostKey: a key marked @revoked in known_hosts is refused
+// as such (ErrHostKeyRevoked, a *HostKeyError naming file:line), even when
+// another line lists it as the host's key.
+func TestSSHRevokedHostKey(t *testing.T) {
+	s := sshd.Start(t)
+	sock := unixServer(t)
+	kh := filepath.Join(t.TempDir(), "known_hosts")
+	lines := "@revoked * " + string(ssh.MarshalAuthorizedKey(s.HostKey)) + knownhosts.Line([]string{knownhosts.Normalize(s.Addr)}, s.HostKey) + "\n"
+	require.NoError(t, os.WriteFile(kh, []byte(lines), 0o600))
+	_, err := transport.DialSSH(testCtx(t), s.Addr, "unix", sock, &transport.SSHOptions{User: s.User, KnownHosts: []string{kh}, Signers: []ssh.Signer{s.Client}})
+	require.ErrorIs(t, err, transport.ErrHostKeyRevoked)
+	var he *transport.HostKeyError
+	require.ErrorAs(t, err, &he)
+	assert.Equal(t, []string{kh + ":1"}, he.Known)
+	assert.ErrorContains(t, err, ssh.FingerprintSHA256(s.HostKey))
+}

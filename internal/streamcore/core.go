@@ -35,7 +35,11 @@ const (
 // adapter in package rpc).
 type Link interface {
 	// Schedule tells the write scheduler that s has frames for PopFrame.
-	Schedule(s *Stream)
+	// direct allows the calling goroutine to write them itself when the
+	// socket is idle; a caller that must return when its ctx ends or its
+	// deadline passes passes false, as a write to the socket is out of
+	// their reach.
+	Schedule(s *Stream, direct bool)
 	// SendCredit grants the peer n more bytes on stream serial, ahead of
 	// any queued data. direct allows writing it on the calling goroutine;
 	// the read loop passes false and must never block on a write.
@@ -103,13 +107,14 @@ type Stream struct {
 	// connection did. aborted: we aborted (CloseWithError, an expired
 	// Finish, an early receiver Close). closed: the user closed the stream;
 	// local reads and writes fail.
-	rerr      error
-	aborted   error
-	closed    bool
-	finishing bool // a Finish is waiting for the verdict
-	discard   bool // the local reader is gone (net.Conn Close): data is dropped, the peer's finish acknowledged at once
-	okSent    bool // CompatClient: our STREAM/OK (the finish of the whole stream) is queued
-	released  bool
+	rerr       error
+	aborted    error
+	closed     bool
+	verdictErr error // the peer's verdict on our direction counts less than we sent (native)
+	finishing  bool  // a Finish is waiting for the verdict
+	discard    bool  // the local reader is gone (net.Conn Close): data is dropped, the peer's finish acknowledged at once
+	okSent     bool  // CompatClient: our STREAM/OK (the finish of the whole stream) is queued
+	released   bool
 
 	// send side
 	outq      []outFrame
@@ -226,7 +231,7 @@ func (s *Stream) Unhold() {
 	}
 	s.mu.Unlock()
 	if sched {
-		s.link.Schedule(s)
+		s.link.Schedule(s, false)
 	}
 	if s.cfg.Failed != nil {
 		s.sendOOB(frame.StatusError, encodeAbort(s.cfg.Failed))

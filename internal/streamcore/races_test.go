@@ -226,3 +226,28 @@ func TestNativeVerdicts(t *testing.T) {
 		assert.Equal(t, frame.StatusError, hs[len(hs)-1].Status, "an abort, not a verdict")
 	})
 }
+
+// Two net.Conn ends that close without reading: each one's verdict on the
+// other's data is short, which must not stop either from answering the
+// other's finish (both sides would stay registered for good).
+func TestCloseNetWithDataUnreadStillAnswersThePeer(t *testing.T) {
+	la, lb := &pipeLink{}, &pipeLink{}
+	cfg := Config{Header: hdr, Role: Native, Send: true, Recv: true, SendCredit: 1 << 20, RecvWindow: 1 << 20, MaxWindow: 1 << 20}
+	a, b := New(la, cfg), New(lb, cfg)
+	_, err := a.Write([]byte("from a"))
+	require.NoError(t, err)
+	a.CloseNet()
+	deliver(t, la, b) // a's data and finish
+	b.CloseNet()      // nothing read: verdict 0 of 6, then b's finish
+	deliver(t, lb, a) // a learns its data was not read, and answers b's finish
+	deliver(t, la, b)
+	la.mu.Lock()
+	lb.mu.Lock()
+	assert.True(t, la.released, "a is released once b answered")
+	assert.True(t, lb.released, "b is released once a answered")
+	lb.mu.Unlock()
+	la.mu.Unlock()
+	a.mu.Lock()
+	assert.ErrorIs(t, a.outcomeLocked(), ErrIncomplete, "the short verdict is a's outcome")
+	a.mu.Unlock()
+}

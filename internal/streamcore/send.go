@@ -116,7 +116,7 @@ func (s *Stream) sendErrLocked() error {
 // follow our data) only once it is aborted or failed: data that raced a
 // Close from another goroutine would otherwise follow the finish, which
 // the receiver takes for a protocol violation of the whole connection.
-func (s *Stream) push(of outFrame, typ frame.Type, status frame.Status, ctl bool, data int) error {
+func (s *Stream) push(of outFrame, typ frame.Type, status frame.Status, ctl, direct bool, data int) error {
 	h := s.cfg.Header
 	h.Type, h.Status = typ, status
 	frame.PutHeader(of.msg, h, len(of.msg)-frame.Overhead)
@@ -144,21 +144,22 @@ func (s *Stream) push(of outFrame, typ frame.Type, status frame.Status, ctl bool
 	if sched {
 		s.scheduled = true
 	}
+	direct = direct && s.wdl.IsZero()
 	s.mu.Unlock()
 	if sched {
-		s.link.Schedule(s)
+		s.link.Schedule(s, direct)
 	}
 	return nil
 }
 
 func (s *Stream) pushData(buf *[]byte, n int) error {
-	return s.push(outFrame{buf: buf, msg: (*buf)[:frame.Overhead+n]}, frame.TypeStream, frame.StatusContinue, false, n)
+	return s.push(outFrame{buf: buf, msg: (*buf)[:frame.Overhead+n]}, frame.TypeStream, frame.StatusContinue, false, true, n)
 }
 
 // pushCtl queues a header-only STREAM frame behind our data: a finish, or
 // a compat acknowledgement that ends the stream.
 func (s *Stream) pushCtl(status frame.Status) {
-	_ = s.push(outFrame{msg: make([]byte, frame.Overhead)}, frame.TypeStream, status, true, 0)
+	_ = s.push(outFrame{msg: make([]byte, frame.Overhead)}, frame.TypeStream, status, true, false, 0)
 }
 
 // sendOOB sends a STREAM frame ahead of data: acknowledgements, verdicts
@@ -190,7 +191,8 @@ func (s *Stream) Write(p []byte) (int, error) {
 }
 
 // ReadFrom sends everything r yields until io.EOF, reading straight into
-// frame buffers. On a sparse stream whose source is a file, the file's holes
+// frame buffers; what each Read returns is sent at once, so a socket's
+// request is not held back waiting for a full frame. On a sparse stream whose source is a file, the file's holes
 // are sent as holes (found with SEEK_DATA/SEEK_HOLE) and never read.
 // It does not finish the stream: call Close for that.
 func (s *Stream) ReadFrom(r io.Reader) (int64, error) {
@@ -217,7 +219,11 @@ func (s *Stream) copyFrom(r io.Reader, limit int64) (int64, error) {
 			return total, err
 		}
 		buf := getBuf(n)
-		m, rerr := io.ReadFull(r, (*buf)[frame.Overhead:frame.Overhead+n])
+		// What one Read returns goes out at once: waiting to fill the frame
+		// would hold an interactive source's request (a tunnelled NBD or
+		// console socket) until more data came, which a request/response
+		// protocol never sends. Files and generators fill frames anyway.
+		m, rerr := io.ReadAtLeast(r, (*buf)[frame.Overhead:frame.Overhead+n], 1)
 		s.refund(n - m)
 		if m > 0 {
 			if err := s.pushData(buf, m); err != nil {
@@ -269,5 +275,5 @@ func (s *Stream) WriteHole(ctx context.Context, n int64) error {
 	}
 	msg := make([]byte, frame.Overhead+frame.HolePayloadSize)
 	frame.PutHole(msg[frame.Overhead:], n, 0)
-	return s.push(outFrame{msg: msg}, frame.TypeStreamHole, frame.StatusContinue, false, 0)
+	return s.push(outFrame{msg: msg}, frame.TypeStreamHole, frame.StatusContinue, false, ctx.Done() == nil, 0)
 }

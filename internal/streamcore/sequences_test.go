@@ -23,7 +23,7 @@ type pipeLink struct {
 	released bool
 }
 
-func (l *pipeLink) Schedule(s *Stream) {
+func (l *pipeLink) Schedule(s *Stream, _ bool) {
 	for {
 		f, more := s.PopFrame()
 		if b := f.Bytes(); len(b) > 0 {

@@ -45,11 +45,11 @@ type oobMsg struct {
 }
 
 func (s *Stream) do(e fx) {
+	for _, m := range e.oob { // first, as the connection's write scheduler sends them
+		s.sendOOB(m.status, m.payload)
+	}
 	for _, st := range e.ctl {
 		s.pushCtl(st)
-	}
-	for _, m := range e.oob {
-		s.sendOOB(m.status, m.payload)
 	}
 	if e.release {
 		s.release()
@@ -148,7 +148,9 @@ func (s *Stream) nativeOKLocked(isVerdict bool, consumed uint64) (fx, error) {
 		}
 		s.send = sendDone
 		if sent := s.sentBytes.Load(); consumed != uint64(sent) && !late {
-			s.rerr = fmt.Errorf("%w: the receiver consumed %d of the %d bytes sent", ErrIncomplete, consumed, sent)
+			// The outcome of our direction only: the peer's direction of a
+			// duplex stream goes on, and its finish is still answered.
+			s.verdictErr = fmt.Errorf("%w: the receiver consumed %d of the %d bytes sent", ErrIncomplete, consumed, sent)
 		}
 		return fx{release: s.settledLocked() && s.closed}, nil
 	}
@@ -257,7 +259,7 @@ func (s *Stream) Close() error { return s.Finish(context.Background()) }
 func (s *Stream) Finish(ctx context.Context) error {
 	s.mu.Lock()
 	if s.closed || s.aborted != nil { // closed already: the same outcome again
-		err := s.rerr
+		err := s.outcomeLocked()
 		if err == nil && s.aborted != nil {
 			err = s.aborted // aborted locally: not a success
 		}
@@ -340,7 +342,7 @@ func (s *Stream) awaitSettled(ctx context.Context) error {
 		s.sendCond.Wait()
 	}
 	settled := s.settledLocked()
-	err := s.rerr
+	err := s.outcomeLocked()
 	if err == nil && !settled && s.aborted != nil {
 		err = s.aborted // aborted meanwhile by CloseWithError
 	}
@@ -436,10 +438,14 @@ func (s *Stream) CloseWithError(err error) error {
 // consumed); the peer's finish is acknowledged as it comes.
 func (s *Stream) CloseNet() {
 	s.mu.Lock()
-	if s.closed || s.aborted != nil || s.rerr != nil {
+	if s.aborted != nil || s.rerr != nil {
 		s.closed = true
 		s.mu.Unlock()
 		s.release()
+		return
+	}
+	if s.closed { // closed already: the peer's answers are still to come
+		s.mu.Unlock()
 		return
 	}
 	s.closed, s.discard = true, true
@@ -482,6 +488,15 @@ func (s *Stream) CloseNet() {
 	if grant > 0 {
 		s.link.SendCredit(s.cfg.Header.Serial, uint64(grant), true)
 	}
+}
+
+// outcomeLocked is what Close reports once the stream is over: the peer's
+// or the connection's failure, else the verdict on our direction.
+func (s *Stream) outcomeLocked() error {
+	if s.rerr != nil {
+		return s.rerr
+	}
+	return s.verdictErr
 }
 
 func (s *Stream) dropQueueLocked() {

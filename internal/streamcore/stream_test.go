@@ -23,7 +23,7 @@ type fakeLink struct {
 	released bool
 }
 
-func (l *fakeLink) Schedule(s *Stream) {
+func (l *fakeLink) Schedule(s *Stream, _ bool) {
 	for {
 		f, more := s.PopFrame()
 		l.mu.Lock()
@@ -201,4 +201,33 @@ func TestFinishContextAborts(t *testing.T) {
 	require.NotEmpty(t, hs)
 	assert.Equal(t, frame.StatusError, hs[len(hs)-1].Status, "the peer is told")
 	require.True(t, errors.Is(s.CloseWithError(nil), nil))
+}
+
+func TestCloseWriteFinishesOneDirection(t *testing.T) {
+	l := &fakeLink{}
+	s := New(l, Config{Header: hdr, Send: true, Recv: true, Role: Native, SendCredit: 1 << 20, RecvWindow: 1 << 20, MaxWindow: 1 << 20})
+	_, err := s.Write([]byte("out"))
+	require.NoError(t, err)
+	require.NoError(t, s.CloseWrite())
+	require.NoError(t, s.CloseWrite(), "twice is fine")
+	_, err = s.Write([]byte("more"))
+	require.ErrorIs(t, err, ErrClosed, "our direction is finished")
+	require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusContinue, []byte("in")))
+	require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusOK, nil)) // the peer's finish
+	got, err := io.ReadAll(s)
+	require.NoError(t, err, "reading goes on after CloseWrite")
+	assert.Equal(t, "in", string(got))
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	require.Eventually(t, func() bool { return len(l.frames(t)) == 3 }, testTimeout, tick) // data, finish, verdict
+	require.NoError(t, feed(t, s, frame.TypeStream, frame.StatusOK, verdict(3)))
+	require.NoError(t, <-closed)
+
+	recvOnly := New(&fakeLink{}, Config{Header: hdr, Recv: true, Role: Native, RecvWindow: 1 << 20})
+	require.ErrorIs(t, recvOnly.CloseWrite(), ErrDirection)
+	_, err = recvOnly.Write([]byte("x"))
+	require.ErrorIs(t, err, ErrDirection)
+	sendOnly := New(&fakeLink{}, Config{Header: hdr, Send: true, Role: Native, SendCredit: 1 << 20})
+	_, err = sendOnly.Read(make([]byte, 1))
+	require.ErrorIs(t, err, ErrDirection)
 }

@@ -64,8 +64,8 @@ type schedStallLink struct {
 	gate    chan struct{}
 }
 
-func (l *schedStallLink) Schedule(s *Stream) {
-	l.fakeLink.Schedule(s)
+func (l *schedStallLink) Schedule(s *Stream, _ bool) {
+	l.fakeLink.Schedule(s, true)
 	first := false
 	l.once.Do(func() { first = true })
 	if first {

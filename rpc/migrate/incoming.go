@@ -35,6 +35,7 @@ type Incoming struct {
 	streamsWG sync.WaitGroup
 
 	mu      sync.Mutex
+	settled bool        // the source's CONFIRM or ABORT arrived
 	err     *Error      // the first failure
 	sinks   []io.Writer // per stream, set once Prepare returned
 	opened  []bool
@@ -117,11 +118,17 @@ func (in *Incoming) failureOr(p Phase) *Error {
 }
 
 // fail records the first failure and aborts the streams; run then cleans
-// up. It returns the failure that stands.
-func (in *Incoming) fail(e *Error) *Error {
+// up. It returns the failure that stands. Once the source's outcome has
+// arrived (settled), only that outcome may still be recorded: the source
+// hanging up after its CONFIRM is no failure.
+func (in *Incoming) fail(e *Error) *Error { return in.record(e, false) }
+
+func (in *Incoming) record(e *Error, outcome bool) *Error {
 	in.mu.Lock()
-	if in.err != nil {
-		e = in.err
+	if in.err != nil || (in.settled && !outcome) {
+		if in.err != nil {
+			e = in.err
+		}
 		in.mu.Unlock()
 		return e
 	}
@@ -195,7 +202,11 @@ func (in *Incoming) receive(st *stream.Stream, i int, sink io.Writer) {
 		err = cerr
 	}
 	in.meter.done[i].Store(true)
-	if err != nil {
+	_, peerFailed := fromWire(err)
+	switch {
+	case err != nil && !peerFailed && in.conn.Err() != nil: // the connection, not the stream
+		in.fail(&Error{Phase: in.Phase(), Side: Destination, Err: fmt.Errorf("connection to the source lost: %w", in.conn.Err())})
+	case err != nil:
 		in.fail(classify(Perform, Destination, fmt.Errorf("stream %s: %w", info.Name, err)))
 	}
 	in.mu.Lock()
@@ -208,11 +219,14 @@ func (in *Incoming) receive(st *stream.Stream, i int, sink io.Writer) {
 
 // outcome hands the source's CONFIRM or ABORT to run.
 func (in *Incoming) outcome(e *Error, abort bool) {
-	select { // first, so that run finds it once fail has ended its ctx
+	in.mu.Lock()
+	in.settled = true
+	in.mu.Unlock()
+	select { // first, so that run finds it once its ctx has ended
 	case in.outcomes <- outcome{err: e, abort: abort}:
 	default:
 	}
-	if e != nil && abort {
-		in.fail(e) // the streams stop at once
+	if e != nil {
+		in.record(e, true) // the streams stop at once
 	}
 }

@@ -91,11 +91,8 @@ func (in *Incoming) run() {
 		default:
 		}
 	}
-	if o.err != nil {
-		in.fail(o.err)
-		if o.abort { // the source resumes the guest: it must not run here too
-			in.cleanup(o.err)
-		}
+	if o.err != nil && o.abort { // the source resumes the guest: it must not run here too
+		in.cleanup(o.err)
 	}
 }
 

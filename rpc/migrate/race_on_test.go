@@ -7,7 +7,7 @@ package migrate_test
 // that the machine can keep up with the limit and the test checks the
 // limiter, not the machine.
 const (
-	limitRate, limitSize      = 25e6, 128 << 20
-	changeBefore, changeAfter = 20e6, 8e6
-	changeSize                = 40 << 20
+	limitRate, limitSize      = 10e6, 48 << 20
+	changeBefore, changeAfter = 10e6, 4e6
+	changeSize                = 24 << 20
 )

@@ -284,3 +284,12 @@ func TestUserNamesWithSCRAMSpecials(t *testing.T) {
 		}
 	}
 }
+
+// TestServerWithoutMechanismsSaysSo: a new user's NewServer without
+// Mechanisms refuses every client, and the refusal says why.
+func TestServerWithoutMechanismsSaysSo(t *testing.T) {
+	f := startServer(t, fixtureOpts{sasl: &sasl.ServerOptions{Mechanisms: []sasl.ServerMechanism{}}})
+	_, err := sasl.Authenticate(testCtx(t), f.dial(t, compat), &sasl.ClientOptions{Mechanisms: sasl.Password(creds())})
+	require.ErrorIs(t, err, sasl.ErrMechanismNotOffered)
+	assert.ErrorContains(t, err, "ServerOptions.Mechanisms is empty")
+}

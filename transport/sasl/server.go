@@ -193,6 +193,9 @@ func (s *Server) saslInit(ctx context.Context, req *rpc.Request) ([]byte, error)
 	}
 	st.offered = s.offer(s.connState(c))
 	st.sess, st.mech = nil, ""
+	if len(s.opts.Mechanisms) == 0 {
+		return nil, s.failed(ctx, c, st, fail(ReasonMechanismNotOffered, "", "the server has no mechanisms (ServerOptions.Mechanisms is empty)"))
+	}
 	if len(st.offered) == 0 {
 		return nil, s.failed(ctx, c, st, fail(ReasonMechanismNotOffered, "", "no mechanism can run on this connection"))
 	}
