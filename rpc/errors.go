@@ -27,7 +27,9 @@ var (
 	ErrCompatMode = errors.New("virtrpc: not available in libvirt compat mode")
 	// ErrStreamAbandoned is what the peer's side of a stream gets when the
 	// OpenStream that opened it returned early because its ctx ended.
-	// It travels as a code, so errors.Is matches it on the peer's side.
+	// It travels as a code, so errors.Is matches it on the peer's side in
+	// native mode; in compat mode a client's abort carries no reason (as
+	// libvirt's), and the peer sees stream.ErrAborted.
 	ErrStreamAbandoned = streamcore.ErrAbandoned
 	// ErrSlowPeer: the peer sent a message slower than Options.MinMessageRate
 	// allows, or stopped in the middle of one.
