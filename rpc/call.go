@@ -97,8 +97,9 @@ func (c *Conn) CallXDR(ctx context.Context, p Procedure, args, replyTo any) erro
 type undoFunc func(accepted bool)
 
 // call sends a call and waits for its reply; before, if not nil, runs once
-// the serial is known and before the call is queued (to register a stream).
-func (c *Conn) call(ctx context.Context, p Procedure, args []byte, before func(serial uint32) undoFunc, onReply func(reply)) (*reply, error) {
+// the serial is known and before the call is queued (to register a stream);
+// its error ends the call before anything is sent.
+func (c *Conn) call(ctx context.Context, p Procedure, args []byte, before func(serial uint32) (undoFunc, error), onReply func(reply)) (*reply, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -149,7 +150,11 @@ func (c *Conn) call(ctx context.Context, p Procedure, args []byte, before func(s
 
 	var undo undoFunc
 	if before != nil {
-		undo = before(serial)
+		var err error
+		if undo, err = before(serial); err != nil {
+			c.forget(serial) // refused before anything was sent
+			return nil, err
+		}
 	}
 	h := frame.Header{Prog: p.Prog, Vers: p.Vers, Proc: p.Proc, Type: frame.TypeCall, Serial: serial}
 	msg, _ := c.enc.Message(h, args) // checked above, before the serial was taken

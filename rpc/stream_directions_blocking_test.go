@@ -170,8 +170,8 @@ func TestDirConnectionClosesMidStream(t *testing.T) {
 func TestDirFinishCtxEnds(t *testing.T) {
 	runDir(t, nil, func(t *testing.T, mode string, dir stream.Direction) {
 		t.Skip("BUG: Finish(ctx) whose ctx ends before the verdict returns ctx's error and says the stream is " +
-			"aborted, but the receiver reads every byte, io.EOF, and its Close returns nil (every mode and " +
-			"direction): the two ends disagree (internal/streamcore Finish/awaitSettled: the abort sent after " +
+			"aborted, but the receiver reads every byte, io.EOF, and its Close returns nil (native mode every " +
+			"direction, every run; compat duplex, and compat upload in some runs): the two ends disagree (internal/streamcore Finish/awaitSettled: the abort sent after " +
 			"our finish is not the receiver's outcome)")
 		e := openDir(t, mode, dir, nil)
 		defer e.end()

@@ -103,9 +103,6 @@ func TestDirRawClientSendsAHoleAgainstADownload(t *testing.T) {
 // one opens.
 func TestDirMaxStreamsExceededByTheOpener(t *testing.T) {
 	runDir(t, nil, func(t *testing.T, mode string, dir stream.Direction) {
-		t.Skip("BUG: with the opener at MaxStreams, OpenStream returns ErrTooManyStreams but the call was sent: " +
-			"the peer's handler opened its end (server StreamsOpen 2), and that end stays registered forever " +
-			"(rpc/streams.go OpenStream: check the bound before the call, or abort the peer's end as when abandoned)")
 		su := &dirSetup{client: rpc.Options{MaxStreams: 1}}
 		e := openDir(t, mode, dir, su)
 		defer e.end()

@@ -24,10 +24,12 @@ var ErrTooManyStreams = errors.New("virtrpc: too many streams open on the connec
 // ErrStreamAbandoned.
 func (c *Conn) OpenStream(ctx context.Context, p Procedure, args []byte, dir stream.Direction, opts *stream.Options) (*stream.Stream, []byte, error) {
 	var st *streamcore.Stream
-	var regErr error
-	r, err := c.call(ctx, p, args, func(serial uint32) undoFunc {
+	r, err := c.call(ctx, p, args, func(serial uint32) (undoFunc, error) {
 		h := frame.Header{Prog: p.Prog, Vers: p.Vers, Proc: p.Proc, Serial: serial}
-		st, regErr = c.newStream(h, dir, opts, false, nil)
+		var regErr error
+		if st, regErr = c.newStream(h, dir, opts, false, nil); regErr != nil {
+			return nil, regErr // no call goes out: the peer opens nothing
+		}
 		return func(accepted bool) {
 			if st == nil {
 				return
@@ -37,11 +39,8 @@ func (c *Conn) OpenStream(ctx context.Context, p Procedure, args []byte, dir str
 			}
 			st.Fail(errors.New("virtrpc: the call that opened the stream failed"))
 			c.releaseStream(st)
-		}
+		}, nil
 	}, nil)
-	if regErr != nil {
-		return nil, nil, regErr
-	}
 	if err != nil {
 		return nil, nil, err
 	}
