@@ -207,10 +207,6 @@ func TestDirCloseWithErrorThenClose(t *testing.T) {
 // accepts it as a no-op: either way its stream goes on.
 func TestDirCloseWriteThenReadToEOF(t *testing.T) {
 	runDir(t, nil, func(t *testing.T, mode string, dir stream.Direction) {
-		if mode == "compat" && dir == stream.Duplex {
-			t.Skip("BUG: compat duplex, client CloseWrite then server CloseWrite: the server sends no end marker " +
-				"(internal/streamcore CloseWrite, CompatServer, recv == recvEOF), so the client's Read blocks forever")
-		}
 		e := openDir(t, mode, dir, nil)
 		defer e.end()
 		w, r := e.w(), e.r()

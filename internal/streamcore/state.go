@@ -382,7 +382,10 @@ func (s *Stream) CloseWrite() error {
 		e.ctl = append(e.ctl, frame.StatusOK) // finishes the whole stream for a libvirt server
 		s.okSent = true
 	case CompatServer:
-		if s.recv == recvOpen || s.recv == recvNone {
+		// libvirtd's end marker. After the client's own finish (recvEOF,
+		// a duplex client that half-closed first) it is still due: the
+		// client reads our direction to its end before it learns our verdict.
+		if s.recv == recvOpen || s.recv == recvNone || s.recv == recvEOF {
 			e.ctl = append(e.ctl, frame.StatusContinue)
 		}
 	}
