@@ -5,8 +5,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -41,8 +39,12 @@ func TestRun(t *testing.T) {
 			t.Errorf("stdout lacks %q:\n%s", want, out)
 		}
 	}
-	if !strings.Contains(stderr.String(), "\rperform") || !strings.Contains(stderr.String(), "100.0%") {
+	// stderr is no terminal: whole lines, never redrawn in place.
+	if !strings.Contains(stderr.String(), "perform ") || !strings.Contains(stderr.String(), "100.0%") {
 		t.Errorf("no progress line on stderr: %q", stderr.String())
+	}
+	if strings.Contains(stderr.String(), "\r") {
+		t.Errorf("progress redrawn in place on a non-terminal: %q", stderr.String())
 	}
 	t.Log("\n" + out)
 }
@@ -50,12 +52,7 @@ func TestRun(t *testing.T) {
 // -qemu -multifd 2: a real QEMU guest migrates through the tunnel, its
 // memory compared on both paused sides, the destination left running.
 func TestRunQEMU(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		if os.Getenv("VIRTRPC_REQUIRE_PEERS") == "1" {
-			t.Fatal("qemu-system-x86_64 is not installed and VIRTRPC_REQUIRE_PEERS=1")
-		}
-		t.Skip("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")
-	}
+	requireQEMU(t)
 	var stdout bytes.Buffer
 	cfg := config{size: 128 << 20, seed: 5, qemu: true, multifd: 2, baseline: true, quiet: true}
 	if err := run(context.Background(), cfg, &stdout, io.Discard); err != nil {
@@ -238,12 +235,7 @@ func TestRunBench(t *testing.T) {
 	if testing.Short() {
 		t.Skip("five real-QEMU migrations")
 	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		if os.Getenv("VIRTRPC_REQUIRE_PEERS") == "1" {
-			t.Fatal("qemu-system-x86_64 is not installed and VIRTRPC_REQUIRE_PEERS=1")
-		}
-		t.Skip("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")
-	}
+	requireQEMU(t)
 	var stdout bytes.Buffer
 	if err := run(context.Background(), config{size: 64 << 20, seed: 2, bench: 1, quiet: true}, &stdout, io.Discard); err != nil {
 		t.Fatalf("run: %v\n%s", err, &stdout)
