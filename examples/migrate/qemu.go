@@ -48,8 +48,8 @@ func (g *qemuGuests) stop() {
 
 // startGuest starts a TCG guest of mib MiB whose RAM is the file
 // dir/name.ram, with its QMP socket in dir/name; incoming starts it paused
-// with -incoming defer.
-func startGuest(ctx context.Context, dir, name string, mib int64, incoming bool) (*qemu.Process, error) {
+// with -incoming defer. extra are more QEMU arguments.
+func startGuest(ctx context.Context, dir, name string, mib int64, incoming bool, extra ...string) (*qemu.Process, error) {
 	sub := filepath.Join(dir, name)
 	if err := os.Mkdir(sub, 0o700); err != nil {
 		return nil, err
@@ -62,6 +62,7 @@ func startGuest(ctx context.Context, dir, name string, mib int64, incoming bool)
 	if incoming {
 		args = append(args, "-S", "-incoming", "defer")
 	}
+	args = append(args, extra...)
 	return qemu.Start(ctx, qemu.ProcessOptions{Args: args, Dir: sub})
 }
 

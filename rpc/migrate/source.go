@@ -182,6 +182,10 @@ func (o *Outgoing) failed(ctx context.Context, phase Phase, err error) *Error {
 		}
 		err = fmt.Errorf("cancelled: %w", cause)
 	}
+	var ce *rpc.ClosedError
+	if _, peers := fromWire(err); !peers && errors.As(err, &ce) {
+		err = fmt.Errorf("connection to the destination lost: %w", ce)
+	}
 	return o.fail(classify(phase, Source, err))
 }
 
