@@ -150,7 +150,18 @@ func main() {
 	flag.StringVar(&cfg.pki, "pki", "", "with -listen/-connect: libvirt-layout certificate `DIR` (-listen writes a throwaway one if empty)")
 	flag.IntVar(&cfg.bench, "bench", 0, "run `N` interleaved rounds of real-QEMU migrations: directly (unix, TCP), QEMU's TLS, the tunnel (1 channel, multifd 4)")
 	cpuprofile := flag.String("cpuprofile", "", "write this process's CPU profile to `FILE`")
-	flag.Parse()
+	// A bad flag is one line, not the whole usage: -help prints that.
+	flag.CommandLine.Init(os.Args[0], flag.ContinueOnError)
+	flag.CommandLine.SetOutput(io.Discard)
+	if err := flag.CommandLine.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			flag.CommandLine.SetOutput(os.Stderr)
+			flag.Usage()
+			os.Exit(0)
+		}
+		fmt.Fprintf(os.Stderr, "migrate: %v (-help lists the flags)\n", err)
+		os.Exit(2)
+	}
 	cfg.limit = int64(limit.byteSize)
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
