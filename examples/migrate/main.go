@@ -7,6 +7,7 @@
 //	go run ./examples/migrate -bench 3 [-size 1GiB]                # real QEMU: direct, QEMU's TLS, the tunnel
 //	go run ./examples/migrate -listen 127.0.0.1:16514 -pki DIR     # the destination host
 //	go run ./examples/migrate -connect 127.0.0.1:16514 -pki DIR    # the source host
+//	(add -qemu to both for real QEMU; -qemu-qmp SOCKET on the source attaches to a running guest)
 //
 // Both hosts run in this process, each with its own rpc.Conn on one end of a
 // real TLS 1.3 connection over 127.0.0.1, authenticated both ways with a
@@ -48,8 +49,25 @@
 // source host, as two processes on one machine or two; both take their
 // certificates from -pki DIR in libvirt's layout, where -listen writes a
 // throwaway PKI first if DIR has none (copy it to the source host). There
-// the last line has no plain TLS baseline. -qemu runs in one process only,
-// for now.
+// the last line has no plain TLS baseline.
+//
+// -qemu works across the two processes too: the destination starts its
+// QEMU (-incoming defer) in Prepare, sized from the source's Begin cookie;
+// the source starts its guest, or with -qemu-qmp SOCKET attaches to a
+// running one that it never kills. The memory comparison crosses hosts in
+// the cookies: once the streams are acknowledged the source waits for its
+// QEMU to complete (guest paused), pmemsaves its RAM and sends the sha256
+// as the Perform cookie; the destination's Finish pmemsaves its paused
+// guest and compares before it resumes it (a mismatch fails Finish, kills
+// the destination QEMU and resumes the source guest). A QEMU this helper
+// started dies with it (killed by PID, and by Pdeathsig if the helper is
+// killed): a destination QEMU must never outlive its helper. An attached
+// source guest survives the helper: its migration fails and it keeps
+// running (qemuhosts.go).
+//
+// The progress line (stderr) is redrawn in place on a terminal; otherwise
+// it is one line per second. With -multifd the streams' sizes are unknown:
+// the total is QEMU's own (query-migrate: RAM sent plus remaining).
 //
 // -bench N runs N interleaved rounds of real-QEMU migrations of a -size
 // guest (needs qemu-system-x86_64): QEMU to QEMU directly over a unix
@@ -103,6 +121,9 @@ type config struct {
 	connect  string // run only the source, toward this address
 	pki      string // libvirt-layout PKI directory for listen/connect
 	bench    int    // rounds of the real-QEMU benchmark; 0: none
+	// qmpSocket attaches the source to a running QEMU's QMP socket
+	// instead of starting one (implies qemu).
+	qmpSocket string
 
 	// ready, a test hook, gets the destination's address once it listens.
 	ready func(addr string)
@@ -121,6 +142,7 @@ func main() {
 	flag.BoolVar(&cfg.quiet, "quiet", false, "no progress line")
 	flag.BoolVar(&cfg.qemu, "qemu", false, "migrate a real QEMU guest (TCG) of -size RAM with a random pattern; needs qemu-system-x86_64")
 	flag.IntVar(&cfg.multifd, "multifd", 0, "with -qemu: QEMU multifd `channels`, each its own stream (0: one stream)")
+	flag.StringVar(&cfg.qmpSocket, "qemu-qmp", "", "on the source: attach to the running QEMU whose QMP unix `SOCKET` this is, instead of starting one (implies -qemu; never killed by this helper)")
 	var limit rate
 	flag.Var(&limit, "limit", "bandwidth `limit` per second, such as 100MB or 1GiB (default none); while it runs, SIGUSR1 doubles it and SIGUSR2 halves it")
 	flag.StringVar(&cfg.listen, "listen", "", "run only the destination host, listening on `ADDR` (host:port)")
@@ -128,7 +150,18 @@ func main() {
 	flag.StringVar(&cfg.pki, "pki", "", "with -listen/-connect: libvirt-layout certificate `DIR` (-listen writes a throwaway one if empty)")
 	flag.IntVar(&cfg.bench, "bench", 0, "run `N` interleaved rounds of real-QEMU migrations: directly (unix, TCP), QEMU's TLS, the tunnel (1 channel, multifd 4)")
 	cpuprofile := flag.String("cpuprofile", "", "write this process's CPU profile to `FILE`")
-	flag.Parse()
+	// A bad flag is one line, not the whole usage: -help prints that.
+	flag.CommandLine.Init(os.Args[0], flag.ContinueOnError)
+	flag.CommandLine.SetOutput(io.Discard)
+	if err := flag.CommandLine.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			flag.CommandLine.SetOutput(os.Stderr)
+			flag.Usage()
+			os.Exit(0)
+		}
+		fmt.Fprintf(os.Stderr, "migrate: %v (-help lists the flags)\n", err)
+		os.Exit(2)
+	}
 	cfg.limit = int64(limit.byteSize)
 	if *cpuprofile != "" {
 		f, err := os.Create(*cpuprofile)
@@ -145,8 +178,8 @@ func main() {
 	case cfg.listen != "" && cfg.connect != "":
 		fmt.Fprintln(os.Stderr, "migrate: -listen and -connect are the two processes: give one")
 		os.Exit(2)
-	case (cfg.listen != "" || cfg.connect != "") && cfg.qemu:
-		fmt.Fprintln(os.Stderr, "migrate: -qemu runs in one process for now, without -listen/-connect")
+	case cfg.qmpSocket != "" && cfg.listen != "":
+		fmt.Fprintln(os.Stderr, "migrate: -qemu-qmp attaches the source's QEMU: not with -listen")
 		os.Exit(2)
 	case flag.NArg() > 0:
 		fmt.Fprintf(os.Stderr, "migrate: unexpected argument %q\n", flag.Arg(0))
@@ -154,11 +187,12 @@ func main() {
 	case cfg.multifd < 0 || cfg.multifd > 63:
 		fmt.Fprintln(os.Stderr, "migrate: -multifd: 0 to 63 channels")
 		os.Exit(2)
-	case cfg.multifd > 0 && !cfg.qemu:
+	case cfg.multifd > 0 && !cfg.qemu && cfg.qmpSocket == "":
 		fmt.Fprintln(os.Stderr, "migrate: -multifd needs -qemu")
 		os.Exit(2)
 	}
 	cfg.size, cfg.baseline = int64(size), !*noBaseline
+	cfg.qemu = cfg.qemu || cfg.qmpSocket != ""
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	context.AfterFunc(ctx, stop) // a second Ctrl-C kills at once
@@ -193,13 +227,16 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 
 	// The destination host serves the migration program.
 	var dstDrv migrate.DestinationDriver = &memDestination{tamper: cfg.tamper}
-	var guests *qemuGuests
+	var guest *sourceGuest
 	if cfg.qemu {
-		if guests, err = startQEMU(ctx, cfg, stdout); err != nil {
+		if guest, err = startSourceGuest(ctx, cfg, stdout); err != nil {
 			return err
 		}
-		defer guests.stop()
-		dstDrv = guests.dstDrv
+		defer guest.stop()
+		cfg.size = guest.size // an attached guest's
+		qdst := &qemuDestination{out: stdout}
+		defer qdst.stop()
+		dstDrv = qdst
 	}
 	rcv := migrate.NewReceiver(dstDrv, nil)
 	l, err := transport.ListenTLS(ctx, "tcp", "127.0.0.1:0", &transport.TLSOptions{Config: pki.ServerConfig()})
@@ -233,7 +270,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 
 	var res *outcome
 	if cfg.qemu {
-		res, err = migrateQEMU(ctx, cfg, conn, guests, stdout, progressW)
+		res, err = migrateQEMU(ctx, cfg, conn, guest, stdout, progressW)
 	} else {
 		res, err = migrateGuest(ctx, cfg, conn, stdout, progressW)
 	}
@@ -309,7 +346,7 @@ func plainTLS(ctx context.Context, pki *testcert.PKI, cfg config, progressW io.W
 	defer context.AfterFunc(ctx, func() { _ = tc.Close() })()
 
 	w := &countingWriter{w: tc}
-	bar := startProgress(progressW, "baseline", cfg.size, w.n.Load)
+	bar := startProgress(progressW, "baseline", fixedTotal(cfg.size, w.n.Load))
 	h := sha256.New()
 	start := time.Now()
 	n, err := io.Copy(w, io.TeeReader(newGuestMem(cfg.size, cfg.seed), h))

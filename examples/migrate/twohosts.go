@@ -26,6 +26,16 @@ func runDestination(ctx context.Context, cfg config, stdout io.Writer) error {
 	if cfg.pki == "" {
 		return errors.New("-listen needs -pki DIR (a throwaway PKI is written there if DIR has none)")
 	}
+	var dstDrv migrate.DestinationDriver = &memDestination{tamper: cfg.tamper}
+	var qdst *qemuDestination
+	if cfg.qemu {
+		if err := requireQEMUBinary(); err != nil {
+			return err
+		}
+		qdst = &qemuDestination{out: stdout}
+		defer qdst.stop() // after the receiver's cleanup: registered first
+		dstDrv = qdst
+	}
 	if _, err := os.Stat(filepath.Join(cfg.pki, testcert.CACertFile)); errors.Is(err, os.ErrNotExist) {
 		pki, err := testcert.New()
 		if err != nil {
@@ -45,7 +55,7 @@ func runDestination(ctx context.Context, cfg config, stdout io.Writer) error {
 		return err
 	}
 	done := make(chan error, 1)
-	rcv := migrate.NewReceiver(&memDestination{tamper: cfg.tamper}, &migrate.ReceiverOptions{
+	rcv := migrate.NewReceiver(dstDrv, &migrate.ReceiverOptions{
 		OnDone: func(in *migrate.Incoming, err error) {
 			select {
 			case done <- err:
@@ -111,6 +121,9 @@ func runDestination(ctx context.Context, cfg config, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if qdst != nil {
+		fmt.Fprintf(stdout, "destination: %s\n", qdst.verified())
+	}
 	fmt.Fprintf(stdout, "destination: %s migrated in and running here\n", guestName)
 	return nil
 }
@@ -138,7 +151,17 @@ func runSource(ctx context.Context, cfg config, stdout, progressW io.Writer) err
 	}
 	defer conn.Close()
 	fmt.Fprintf(stdout, "source → destination %s over TLS 1.3, virtrpc %s mode\n", cfg.connect, conn.Mode())
-	res, err := migrateGuest(ctx, cfg, conn, stdout, progressW)
+	var res *outcome
+	if cfg.qemu {
+		var g *sourceGuest
+		if g, err = startSourceGuest(ctx, cfg, stdout); err != nil {
+			return err
+		}
+		defer g.stop()
+		res, err = migrateQEMU(ctx, cfg, conn, g, stdout, progressW)
+	} else {
+		res, err = migrateGuest(ctx, cfg, conn, stdout, progressW)
+	}
 	if err != nil {
 		return err
 	}
