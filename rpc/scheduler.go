@@ -54,11 +54,13 @@ type scheduler struct {
 	// (see enqueue): a Write cannot be abandoned halfway.
 	writing  bool
 	batch    []byte
-	inflight int64 // budget charge of the messages in batch (see collectLocked)
+	inflight int64        // budget charge of the messages in batch (see collectLocked)
+	batcher  writeBatcher // under nc, or nil (batchwrite.go)
 }
 
 func (s *scheduler) init(c *Conn) {
 	s.c = c
+	s.batcher = findBatcher(c.nc)
 	s.space.L = &s.mu
 	s.wake = make(chan struct{}, 1)
 }
@@ -406,7 +408,7 @@ func (s *scheduler) write(b []byte, frames int) bool {
 	c := s.c
 	c.stats.framesOut.Add(int64(frames))
 	c.stats.bytesOut.Add(int64(len(b)))
-	if _, err := c.nc.Write(b); err != nil {
+	if err := s.writeNet(b); err != nil {
 		c.closeWith(err)
 		return false
 	}
