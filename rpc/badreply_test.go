@@ -25,7 +25,9 @@ func nativeRawPeer(t *testing.T) (*rpc.Conn, *rawPeer, net.Conn) {
 	a, b := net.Pipe()
 	t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
 	peer := newRawPeer(t, b)
+	answered := make(chan struct{})
 	go func() {
+		defer close(answered)
 		h, _ := peer.recv()
 		rh := frame.Header{Prog: frame.ControlProgram, Vers: frame.ControlVersion, Proc: frame.ControlHello, Type: frame.TypeReply, Serial: h.Serial}
 		peer.send(rh, frame.EncodeHello(&frame.Hello{Version: 1, Features: []string{frame.FeatureFlowControl, frame.FeatureLargeFrames, frame.FeatureBidi}, MaxStreamPayload: 1 << 20, InitialWindow: 1 << 20, MaxCalls: 8}))
@@ -33,6 +35,9 @@ func nativeRawPeer(t *testing.T) (*rpc.Conn, *rawPeer, net.Conn) {
 	c, err := rpc.Client(context.Background(), a, &rpc.Options{KeepaliveInterval: -1})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
+	// The peer's writer is the test's from here on: its HELLO send may
+	// still be finishing (WriteFrame looks at its buffer after the Write).
+	<-answered
 	require.Equal(t, rpc.ModeNative, c.Mode())
 	return c, peer, b
 }
