@@ -68,6 +68,7 @@ type Conn struct {
 	draining  atomic.Bool    // Shutdown was called
 
 	stats statCounters
+	sockq func() (int64, bool) // the socket's send queue (sockq_linux.go); nil if unknown
 }
 
 // Client starts a connection on the dialing side of nc and, unless the
@@ -168,6 +169,7 @@ func newConnIn(nc net.Conn, opts *Options, isServer bool, adm *admission) *Conn 
 		negotiated: make(chan struct{}),
 	}
 	c.enc = frame.Encoder{Max: c.cfg.MaxMessage}
+	c.sockq = socketQueue(nc)
 	c.budget = streamcore.NewBudget(int64(c.cfg.ConnectionWindow))
 	c.adm = adm
 	var server *serverBudget

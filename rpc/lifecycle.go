@@ -125,7 +125,10 @@ func (c *Conn) shut(cause error, graceful bool) {
 // (*tls.Conn and the transport package's conns have NetConn): a tls.Conn's
 // own Close first writes close_notify, which can block on a peer that reads
 // nothing.
-func closeSocket(nc net.Conn) {
+func closeSocket(nc net.Conn) { _ = innermost(nc).Close() }
+
+// innermost is the connection under nc's wrappers (those with NetConn).
+func innermost(nc net.Conn) net.Conn {
 	for range 16 { // bound the walk in case a wrapper returns itself
 		w, ok := nc.(interface{ NetConn() net.Conn })
 		if !ok {
@@ -137,5 +140,5 @@ func closeSocket(nc net.Conn) {
 		}
 		nc = inner
 	}
-	_ = nc.Close()
+	return nc
 }
