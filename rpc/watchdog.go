@@ -127,10 +127,15 @@ func (w *sockCheck) check(c *Conn, now time.Time) error {
 	if c.sockq == nil {
 		return nil
 	}
+	// While replies are queued or being written, stallCheck judges: a
+	// Write under way was counted whole in bytesOut while the kernel takes
+	// it bit by bit, as fast as the peer reads, so the queue would not
+	// shrink however fast the peer reads.
+	owed, _ := c.sched.owed()
 	end, ends := c.stats.msgEnd.Load(), c.stats.msgFrames.Load()
 	q, ok := c.sockq()
 	out, frames := c.stats.bytesOut.Load(), c.stats.framesOut.Load()
-	if !ok || c.streamsOpen() {
+	if !ok || owed > 0 || c.streamsOpen() {
 		w.watching = false
 		return nil
 	}
