@@ -55,6 +55,7 @@ type Conn struct {
 	streams    map[uint32]*streamcore.Stream
 	served     map[uint32]bool              // calls being served: did stream frames come before their stream? (see streams.go)
 	streamMem  map[*streamcore.Stream]int64 // what each receiving stream charged to mem (streams.go)
+	shutting   bool                         // shut has taken the streams: no more may register
 
 	negotiated chan struct{} // closed once the mode is settled
 	negOnce    sync.Once

@@ -95,13 +95,12 @@ func (c *Conn) shut(cause error, graceful bool) {
 			c.cfg.log.Debug("virtrpc: connection closing", "cause", cause)
 		}
 		c.sched.shutdown()
-		close(c.done)
-		c.cancel()
-		if !graceful {
-			closeSocket(c.nc)
-		}
-		_ = c.nc.Close()
+		// The streams fail before done is closed: a stream Write that
+		// follows Done must return the connection's error, not queue data
+		// that will never be sent. shutting keeps a stream from
+		// registering after the streams were taken (openStream).
 		c.mu.Lock()
+		c.shutting = true
 		pend := c.pending
 		c.pending = map[uint32]*pendingCall{}
 		sts := c.streams
@@ -111,11 +110,17 @@ func (c *Conn) shut(cause error, graceful bool) {
 			delete(c.streamMem, s)
 		}
 		c.mu.Unlock()
-		for _, p := range pend {
-			p.finish(reply{}, c.err)
-		}
 		for _, s := range sts {
 			s.Fail(c.err)
+		}
+		close(c.done)
+		c.cancel()
+		if !graceful {
+			closeSocket(c.nc)
+		}
+		_ = c.nc.Close()
+		for _, p := range pend {
+			p.finish(reply{}, c.err)
 		}
 		c.msgs.close()
 	})
