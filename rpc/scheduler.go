@@ -54,11 +54,13 @@ type scheduler struct {
 	// (see enqueue): a Write cannot be abandoned halfway.
 	writing  bool
 	batch    []byte
-	inflight int64 // budget charge of the messages in batch (see collectLocked)
+	inflight int64        // budget charge of the messages in batch (see collectLocked)
+	batcher  writeBatcher // under nc, or nil (batchwrite.go)
 }
 
 func (s *scheduler) init(c *Conn) {
 	s.c = c
+	s.batcher = findBatcher(c.nc)
 	s.space.L = &s.mu
 	s.wake = make(chan struct{}, 1)
 }
@@ -415,7 +417,7 @@ func (s *scheduler) write(b []byte, frames, msgs int) bool {
 		c.stats.msgEnd.Store(nb)
 		c.stats.msgFrames.Store(nf)
 	}
-	if _, err := c.nc.Write(b); err != nil {
+	if err := s.writeNet(b); err != nil {
 		c.closeWith(err)
 		return false
 	}

@@ -64,7 +64,7 @@ func DialTLS(ctx context.Context, network, addr string, opts *TLSOptions) (*tls.
 	if err != nil {
 		return nil, err
 	}
-	tc := tls.Client(raw, cfg)
+	tc := tls.Client(newBatchConn(raw), cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("transport: TLS handshake with %s: %w", addr, ctxError(ctx, err))
@@ -184,7 +184,7 @@ func (l *tlsListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	tc := tls.Server(c, l.config)
+	tc := tls.Server(newBatchConn(c), l.config)
 	if l.libvirtAck {
 		return &LibvirtServerConn{conn: tc}, nil
 	}

@@ -29,8 +29,13 @@ import (
 // and the wall time relative to direct plain TCP. The tunnel's time is
 // its whole Run (Begin to Confirm, the destination resumed); the direct
 // ones end when the source QEMU reports completed.
+//
+// VIRTRPC_BENCH_ONLY, a comma-separated list of unix, tcp, qemutls, tunnel
+// and multifd, runs only those methods (to profile one, say); the × TCP
+// column then needs tcp among them.
 
 type benchMethod struct {
+	key  string // for VIRTRPC_BENCH_ONLY
 	name string
 	run  func(ctx context.Context, b *bencher) (wall time.Duration, bytes int64, err error)
 }
@@ -60,18 +65,26 @@ func runBench(ctx context.Context, cfg config, stdout io.Writer) error {
 		return err
 	}
 	methods := []benchMethod{
-		{"QEMU→QEMU, unix socket", func(ctx context.Context, b *bencher) (time.Duration, int64, error) {
+		{"unix", "QEMU→QEMU, unix socket", func(ctx context.Context, b *bencher) (time.Duration, int64, error) {
 			return b.direct(ctx, "unix:"+filepath.Join(b.dir, "direct.sock"), false)
 		}},
-		{"QEMU→QEMU, plain TCP", func(ctx context.Context, b *bencher) (time.Duration, int64, error) {
+		{"tcp", "QEMU→QEMU, plain TCP", func(ctx context.Context, b *bencher) (time.Duration, int64, error) {
 			return b.direct(ctx, "tcp:127.0.0.1:"+freePort(), false)
 		}},
-		{"QEMU's own TLS", func(ctx context.Context, b *bencher) (time.Duration, int64, error) {
+		{"qemutls", "QEMU's own TLS", func(ctx context.Context, b *bencher) (time.Duration, int64, error) {
 			return b.direct(ctx, "tcp:127.0.0.1:"+freePort(), true)
 		}},
-		{"virtrpc tunnel, TLS, 1 channel", func(ctx context.Context, b *bencher) (time.Duration, int64, error) { return b.tunnel(ctx, 0) }},
-		{"virtrpc tunnel, TLS, multifd 4", func(ctx context.Context, b *bencher) (time.Duration, int64, error) { return b.tunnel(ctx, 4) }},
+		{"tunnel", "virtrpc tunnel, TLS, 1 channel", func(ctx context.Context, b *bencher) (time.Duration, int64, error) { return b.tunnel(ctx, 0) }},
+		{"multifd", "virtrpc tunnel, TLS, multifd 4", func(ctx context.Context, b *bencher) (time.Duration, int64, error) { return b.tunnel(ctx, 4) }},
 	}
+	if only := os.Getenv("VIRTRPC_BENCH_ONLY"); only != "" {
+		keys := strings.Split(only, ",")
+		methods = slices.DeleteFunc(methods, func(m benchMethod) bool { return !slices.Contains(keys, m.key) })
+		if len(methods) == 0 {
+			return fmt.Errorf("VIRTRPC_BENCH_ONLY=%s names no method (unix, tcp, qemutls, tunnel, multifd)", only)
+		}
+	}
+	tcp := slices.IndexFunc(methods, func(m benchMethod) bool { return m.key == "tcp" })
 	type sample struct {
 		wall, cpu, self time.Duration
 		bytes           int64
@@ -117,7 +130,11 @@ func runBench(ctx context.Context, cfg config, stdout io.Writer) error {
 	}
 	for i, m := range methods {
 		r := rows[i]
-		fmt.Fprintf(stdout, "%-32s %8.2f %8.0f %8.2f %8.2f %9.2f×\n", m.name, r.wall, r.rate, r.cpu, r.self, r.wall/rows[1].wall) // × plain TCP
+		ratio := "-"
+		if tcp >= 0 {
+			ratio = fmt.Sprintf("%.2f×", r.wall/rows[tcp].wall)
+		}
+		fmt.Fprintf(stdout, "%-32s %8.2f %8.0f %8.2f %8.2f %10s\n", m.name, r.wall, r.rate, r.cpu, r.self, ratio)
 	}
 	return nil
 }

@@ -4,9 +4,9 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 
@@ -14,7 +14,17 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	code := m.Run()
+	if buildDir != "" { // the example binary of proc_test.go
+		_ = os.RemoveAll(buildDir)
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }
 
 const testSize = 32 << 20
@@ -41,8 +51,12 @@ func TestRun(t *testing.T) {
 			t.Errorf("stdout lacks %q:\n%s", want, out)
 		}
 	}
-	if !strings.Contains(stderr.String(), "\rperform") || !strings.Contains(stderr.String(), "100.0%") {
+	// stderr is no terminal: whole lines, never redrawn in place.
+	if !strings.Contains(stderr.String(), "perform ") || !strings.Contains(stderr.String(), "100.0%") {
 		t.Errorf("no progress line on stderr: %q", stderr.String())
+	}
+	if strings.Contains(stderr.String(), "\r") {
+		t.Errorf("progress redrawn in place on a non-terminal: %q", stderr.String())
 	}
 	t.Log("\n" + out)
 }
@@ -50,12 +64,7 @@ func TestRun(t *testing.T) {
 // -qemu -multifd 2: a real QEMU guest migrates through the tunnel, its
 // memory compared on both paused sides, the destination left running.
 func TestRunQEMU(t *testing.T) {
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		if os.Getenv("VIRTRPC_REQUIRE_PEERS") == "1" {
-			t.Fatal("qemu-system-x86_64 is not installed and VIRTRPC_REQUIRE_PEERS=1")
-		}
-		t.Skip("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")
-	}
+	requireQEMU(t)
 	var stdout bytes.Buffer
 	cfg := config{size: 128 << 20, seed: 5, qemu: true, multifd: 2, baseline: true, quiet: true}
 	if err := run(context.Background(), cfg, &stdout, io.Discard); err != nil {
@@ -238,12 +247,7 @@ func TestRunBench(t *testing.T) {
 	if testing.Short() {
 		t.Skip("five real-QEMU migrations")
 	}
-	if _, err := exec.LookPath("qemu-system-x86_64"); err != nil {
-		if os.Getenv("VIRTRPC_REQUIRE_PEERS") == "1" {
-			t.Fatal("qemu-system-x86_64 is not installed and VIRTRPC_REQUIRE_PEERS=1")
-		}
-		t.Skip("qemu-system-x86_64 is not installed (apt-get install qemu-system-x86)")
-	}
+	requireQEMU(t)
 	var stdout bytes.Buffer
 	if err := run(context.Background(), config{size: 64 << 20, seed: 2, bench: 1, quiet: true}, &stdout, io.Discard); err != nil {
 		t.Fatalf("run: %v\n%s", err, &stdout)

@@ -155,7 +155,7 @@ func migrateGuest(ctx context.Context, cfg config, conn *rpc.Conn, out, progress
 	mig := newOutgoing(conn, src, cfg)
 	lat := &latencies{}
 	stopPolling := poll(ctx, conn, lat)
-	bar := startProgress(progressW, "perform", cfg.size, func() int64 { return mig.Progress().Total.Bytes })
+	bar := startProgress(progressW, "perform", fixedTotal(cfg.size, func() int64 { return mig.Progress().Total.Bytes }))
 	stopLimit := limitBySignal(mig, progressOrDiscard(progressW))
 	err := mig.Run(ctx)
 	stopLimit()

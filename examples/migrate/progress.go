@@ -3,51 +3,76 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"sync"
 	"time"
 )
 
-// progressEvery is how often the progress line is rewritten.
-const progressEvery = 250 * time.Millisecond
+// How often the progress line is drawn: redrawn in place on a terminal,
+// one line per second otherwise (a log, a pipe, a CI job).
+const (
+	redrawEvery = 250 * time.Millisecond
+	logEvery    = time.Second
+)
 
-// progress keeps one status line on w up to date, rewriting it in place
-// with \r: bytes sent of the total, percent, rate, elapsed and remaining
-// time.
+// progress keeps the transfer's status on w: bytes sent of the total,
+// percent, rate, elapsed and remaining time. On a terminal the line is
+// rewritten in place with \r; otherwise one full line is written per
+// second.
 type progress struct {
 	w     io.Writer
+	tty   bool
 	label string
-	total int64
-	sent  func() int64
+	sent  func() (sent, total int64)
 	start time.Time
 	stop  chan struct{}
 	done  chan struct{}
 }
 
-// startProgress starts drawing; sent reports the bytes sent so far. With a
-// nil w it draws nothing.
-func startProgress(w io.Writer, label string, total int64, sent func() int64) *progress {
-	p := &progress{w: w, label: label, total: total, sent: sent, start: time.Now(),
-		stop: make(chan struct{}), done: make(chan struct{})}
+// startProgress starts drawing; sent reports the bytes sent so far and the
+// total expected (an estimate that may change, 0 if unknown). With a nil w
+// it draws nothing.
+func startProgress(w io.Writer, label string, sent func() (int64, int64)) *progress {
+	p := newProgress(w, isTerminal(w), label, sent)
 	if w == nil {
 		close(p.done)
 		return p
 	}
 	go func() {
 		defer close(p.done)
-		t := time.NewTicker(progressEvery)
+		every := logEvery
+		if p.tty {
+			every = redrawEvery
+		}
+		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
 			select {
 			case <-p.stop:
-				fmt.Fprint(p.w, p.line(), "\n")
+				p.draw(true)
 				return
 			case <-t.C:
-				fmt.Fprint(p.w, p.line())
+				p.draw(false)
 			}
 		}
 	}()
 	return p
+}
+
+func newProgress(w io.Writer, tty bool, label string, sent func() (int64, int64)) *progress {
+	return &progress{w: w, tty: tty, label: label, sent: sent, start: time.Now(),
+		stop: make(chan struct{}), done: make(chan struct{})}
+}
+
+// isTerminal reports whether w is a character device (a terminal).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := f.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
 }
 
 // Stop draws the line a last time, ends it, and returns once drawing stopped.
@@ -60,20 +85,36 @@ func (p *progress) Stop() {
 	<-p.done
 }
 
+// draw writes the line once; last ends a terminal's line.
+func (p *progress) draw(last bool) {
+	switch {
+	case !p.tty:
+		fmt.Fprintln(p.w, p.line())
+	case last:
+		fmt.Fprintf(p.w, "\r%-80s\n", p.line()) // pad to wipe a longer previous line
+	default:
+		fmt.Fprintf(p.w, "\r%-80s", p.line())
+	}
+}
+
 func (p *progress) line() string {
-	sent, elapsed := p.sent(), time.Since(p.start)
+	sent, total := p.sent()
+	elapsed := time.Since(p.start)
 	rate := float64(sent) / elapsed.Seconds() // bytes per second
-	pct := 100.0
-	if p.total > 0 {
-		pct = 100 * float64(sent) / float64(p.total)
+	pct, remaining := "", "?"
+	if total > 0 {
+		pct = fmt.Sprintf(" %5.1f%%", 100*float64(sent)/float64(total))
+		if rate > 0 {
+			remaining = fmtDur(time.Duration(float64(max(total-sent, 0)) / rate * 1e9))
+		}
 	}
-	remaining := "?"
-	if rate > 0 {
-		remaining = fmtDur(time.Duration(float64(p.total-sent) / rate * 1e9))
-	}
-	s := fmt.Sprintf("%s %7.1f/%.1f MiB %5.1f%% %6.0f MB/s  elapsed %s  remaining %s",
-		p.label, mib(sent), mib(p.total), pct, rate/1e6, fmtDur(elapsed), remaining)
-	return fmt.Sprintf("\r%-80s", s) // pad to wipe a longer previous line
+	return fmt.Sprintf("%s %7.1f/%.1f MiB%s %6.0f MB/s  elapsed %s  remaining %s",
+		p.label, mib(sent), mib(total), pct, rate/1e6, fmtDur(elapsed), remaining)
+}
+
+// fixedTotal is a progress source whose total is known in advance.
+func fixedTotal(total int64, sent func() int64) func() (int64, int64) {
+	return func() (int64, int64) { return sent(), total }
 }
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }

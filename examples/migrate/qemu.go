@@ -1,85 +1,38 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 
 	"github.com/virtrpc/virtrpc/rpc"
 	"github.com/virtrpc/virtrpc/rpc/migrate/qemu"
 )
 
-// qemuGuests are the two QEMU processes of -qemu: a source guest whose RAM
-// (a file) is filled with a random pattern, and a destination started with
-// -incoming defer. Both are killed by PID when the run ends.
+// qemuGuests are the two QEMU processes of a -bench round's setup: a
+// source guest whose RAM (a file) is filled with a random pattern, and a
+// destination started with -incoming defer. Both are killed by PID when the
+// run ends.
 type qemuGuests struct {
 	dir      string
 	src, dst *qemu.Process
-	dstDrv   *qemu.Destination
-	dstSum   []byte // the destination's memory, paused, before it resumed
 }
 
 // startQEMU starts both guests (TCG) with cfg.size of RAM.
 func startQEMU(ctx context.Context, cfg config, out io.Writer) (g *qemuGuests, err error) {
-	if _, err := exec.LookPath(qemu.DefaultBinary); err != nil {
-		return nil, fmt.Errorf("-qemu: %s not found (apt-get install qemu-system-x86)", qemu.DefaultBinary)
-	}
-	if cfg.size%(1<<20) != 0 {
-		return nil, errors.New("-qemu: -size must be a whole number of MiB")
-	}
-	dir, err := os.MkdirTemp("", "vmig")
+	src, err := startSourceGuest(ctx, config{size: cfg.size, seed: cfg.seed}, out)
 	if err != nil {
 		return nil, err
 	}
-	g = &qemuGuests{dir: dir}
-	defer func() {
-		if err != nil {
-			g.stop()
-		}
-	}()
-	mib := cfg.size >> 20
-	srcRAM := filepath.Join(dir, "src.ram")
-	if err := randomFile(srcRAM, cfg.size, cfg.seed); err != nil {
+	g = &qemuGuests{dir: src.dir, src: src.proc}
+	if g.dst, err = startGuest(ctx, g.dir, "dst", cfg.size>>20, true); err != nil {
+		g.stop()
 		return nil, err
 	}
-	start := func(name string, incoming bool) (*qemu.Process, error) {
-		sub := filepath.Join(dir, name)
-		if err := os.Mkdir(sub, 0o700); err != nil {
-			return nil, err
-		}
-		args := []string{
-			"-machine", "q35,memory-backend=ram0", "-accel", "tcg", "-m", fmt.Sprint(mib),
-			"-nographic", "-nodefaults",
-			"-object", fmt.Sprintf("memory-backend-file,id=ram0,size=%dM,mem-path=%s,share=on", mib, filepath.Join(dir, name+".ram")),
-		}
-		if incoming {
-			args = append(args, "-S", "-incoming", "defer")
-		}
-		return qemu.Start(ctx, qemu.ProcessOptions{Args: args, Dir: sub})
-	}
-	if g.src, err = start("src", false); err != nil {
-		return nil, err
-	}
-	if g.dst, err = start("dst", true); err != nil {
-		return nil, err
-	}
-	g.dstDrv = qemu.NewDestination(g.dst.QMP, qemu.DestinationOptions{
-		Dir:  filepath.Join(dir, "dst"),
-		Kill: g.dst.Kill,
-		BeforeResume: func(ctx context.Context) error {
-			g.dstSum, err = pmemsave(ctx, g.dst.QMP, filepath.Join(dir, "dst.pmem"), cfg.size)
-			return err
-		},
-	})
-	fmt.Fprintf(out, "qemu      source pid %d (running, %d MiB of random RAM), destination pid %d (-incoming defer), QEMU %s, TCG\n",
-		g.src.PID(), mib, g.dst.PID(), g.src.QMP.Version)
 	return g, nil
 }
 
@@ -93,14 +46,37 @@ func (g *qemuGuests) stop() {
 	_ = os.RemoveAll(g.dir)
 }
 
-// migrateQEMU migrates the source guest into the destination through conn
-// and compares their memory on both paused sides.
-func migrateQEMU(ctx context.Context, cfg config, conn *rpc.Conn, g *qemuGuests, out, progressW io.Writer) (*outcome, error) {
-	srcDrv := qemu.NewSource(g.src.QMP, qemu.SourceOptions{Dir: filepath.Join(g.dir, "src"), Channels: cfg.multifd})
+// startGuest starts a TCG guest of mib MiB whose RAM is the file
+// dir/name.ram, with its QMP socket in dir/name; incoming starts it paused
+// with -incoming defer. extra are more QEMU arguments.
+func startGuest(ctx context.Context, dir, name string, mib int64, incoming bool, extra ...string) (*qemu.Process, error) {
+	sub := filepath.Join(dir, name)
+	if err := os.Mkdir(sub, 0o700); err != nil {
+		return nil, err
+	}
+	args := []string{
+		"-machine", "q35,memory-backend=ram0", "-accel", "tcg", "-m", fmt.Sprint(mib),
+		"-nographic", "-nodefaults",
+		"-object", fmt.Sprintf("memory-backend-file,id=ram0,size=%dM,mem-path=%s,share=on", mib, filepath.Join(dir, name+".ram")),
+	}
+	if incoming {
+		args = append(args, "-S", "-incoming", "defer")
+	}
+	args = append(args, extra...)
+	return qemu.Start(ctx, qemu.ProcessOptions{Args: args, Dir: sub})
+}
+
+// migrateQEMU migrates the source guest g through conn into the
+// destination's QEMU; the destination compares their memory on both
+// paused sides (see qemuhosts.go).
+func migrateQEMU(ctx context.Context, cfg config, conn *rpc.Conn, g *sourceGuest, out, progressW io.Writer) (*outcome, error) {
+	st := &qemuStatus{}
+	srcDrv := &qemuSource{g: g, out: out}
+	srcDrv.Source = qemu.NewSource(g.qmp, qemu.SourceOptions{Dir: g.dir, Channels: cfg.multifd, OnStatus: st.set})
 	mig := newOutgoing(conn, srcDrv, cfg)
 	lat := &latencies{}
 	stopPolling := poll(ctx, conn, lat)
-	bar := startProgress(progressW, "perform", cfg.size, func() int64 { return mig.Progress().Total.Bytes })
+	bar := startProgress(progressW, "perform", func() (int64, int64) { return st.estimate(mig.Progress().Total.Bytes, g.size) })
 	stopLimit := limitBySignal(mig, progressOrDiscard(progressW))
 	err := mig.Run(ctx)
 	stopLimit()
@@ -117,25 +93,12 @@ func migrateQEMU(ctx context.Context, cfg config, conn *rpc.Conn, g *qemuGuests,
 	qs := srcDrv.Status()
 	fmt.Fprintf(out, "perform   %d bytes in %s; QEMU: %d ms, downtime %d ms, live: %v\n",
 		p.Total.Bytes, streams, qs.TotalTime, qs.Downtime, srcDrv.WasRunning())
-	srcSum, err := pmemsave(ctx, g.src.QMP, filepath.Join(g.dir, "src.pmem"), cfg.size)
-	if err != nil {
-		return nil, err
-	}
-	if !bytes.Equal(srcSum, g.dstSum) {
-		return nil, fmt.Errorf("guest memory differs: source sha256 %x, destination %x", srcSum, g.dstSum)
-	}
-	st, err := g.dst.QMP.QueryStatus(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if st != "running" {
-		return nil, fmt.Errorf("the destination guest is %s, not running", st)
-	}
-	fmt.Fprintf(out, "finish    guest RAM identical on both paused sides (sha256 %x…); destination %s\n", srcSum[:8], st)
+	fmt.Fprintf(out, "finish    guest RAM identical on both paused sides (sha256 %x…); destination %s\n",
+		srcDrv.sum[:8], srcDrv.finishStatus())
 	if err := lat.failure(); err != nil {
 		return nil, fmt.Errorf("control call during the stream: %w", err)
 	}
-	o := &outcome{bytes: p.Total.Bytes, dur: p.Elapsed, sum: srcSum}
+	o := &outcome{bytes: p.Total.Bytes, dur: p.Elapsed, sum: srcDrv.sum}
 	o.p50, o.p99, o.calls = lat.percentiles()
 	return o, nil
 }

@@ -2,50 +2,44 @@ package main
 
 import (
 	"context"
-	"errors"
+	"crypto/tls"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 	"time"
 
-	"github.com/virtrpc/virtrpc/internal/testcert"
 	"github.com/virtrpc/virtrpc/rpc"
 	"github.com/virtrpc/virtrpc/rpc/migrate"
-	"github.com/virtrpc/virtrpc/transport"
 )
 
 // The two-process mode: -listen runs only the destination host, -connect
-// only the source host, on one machine or two. Both read their certificates
-// from -pki DIR in libvirt's layout; the destination writes a throwaway PKI
-// there first if DIR has none (copy DIR to the source host).
+// only the source host, on one machine or two. With -transport tls both
+// read their certificates from -pki DIR in libvirt's layout; the
+// destination writes a throwaway PKI there first if DIR has none (copy DIR
+// to the source host). Other transports: transports.go.
 
 // runDestination serves one incoming migration on cfg.listen and returns
 // its outcome.
 func runDestination(ctx context.Context, cfg config, stdout io.Writer) error {
-	if cfg.pki == "" {
-		return errors.New("-listen needs -pki DIR (a throwaway PKI is written there if DIR has none)")
-	}
-	if _, err := os.Stat(filepath.Join(cfg.pki, testcert.CACertFile)); errors.Is(err, os.ErrNotExist) {
-		pki, err := testcert.New()
-		if err != nil {
-			return err
-		}
-		if err := pki.WriteLibvirtDir(cfg.pki); err != nil {
-			return err
-		}
-		fmt.Fprintf(stdout, "wrote a throwaway PKI to %s: the source needs a copy of it\n", cfg.pki)
-	}
-	tlsCfg, err := transport.LoadLibvirtServerConfig(cfg.pki)
+	cr, err := destinationCreds(cfg, stdout)
 	if err != nil {
 		return err
 	}
-	l, err := transport.ListenTLS(ctx, "tcp", cfg.listen, &transport.TLSOptions{Config: tlsCfg})
+	var dstDrv migrate.DestinationDriver = &memDestination{tamper: cfg.tamper}
+	var qdst *qemuDestination
+	if cfg.qemu {
+		if err := requireQEMUBinary(); err != nil {
+			return err
+		}
+		qdst = &qemuDestination{out: stdout}
+		defer qdst.stop() // after the receiver's cleanup: registered first
+		dstDrv = qdst
+	}
+	l, err := cr.listen(ctx, cfg.listen)
 	if err != nil {
 		return err
 	}
 	done := make(chan error, 1)
-	rcv := migrate.NewReceiver(&memDestination{tamper: cfg.tamper}, &migrate.ReceiverOptions{
+	rcv := migrate.NewReceiver(dstDrv, &migrate.ReceiverOptions{
 		OnDone: func(in *migrate.Incoming, err error) {
 			select {
 			case done <- err:
@@ -54,6 +48,7 @@ func runDestination(ctx context.Context, cfg config, stdout io.Writer) error {
 		},
 	})
 	opts := &rpc.Options{Handlers: destinationMux(rcv)}
+	cr.serve(opts, opts.Handlers)
 	if cfg.compat {
 		opts.Negotiation = rpc.CompatOnly
 	}
@@ -90,7 +85,7 @@ func runDestination(ctx context.Context, cfg config, stdout io.Writer) error {
 		<-served
 		_ = rcv.Close()
 	}()
-	fmt.Fprintf(stdout, "destination listening on %s (TLS, certificates in %s)\n", l.Addr(), cfg.pki)
+	fmt.Fprintf(stdout, "destination listening on %s (%s)\n", l.Addr(), cr.describe(cfg))
 	if cfg.ready != nil {
 		cfg.ready(l.Addr().String())
 	}
@@ -111,38 +106,67 @@ func runDestination(ctx context.Context, cfg config, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if qdst != nil {
+		fmt.Fprintf(stdout, "destination: %s\n", qdst.verified())
+	}
 	fmt.Fprintf(stdout, "destination: %s migrated in and running here\n", guestName)
 	return nil
 }
 
-// runSource migrates the synthetic guest to the destination at cfg.connect.
+// runSource migrates the guest to the destination at cfg.connect.
 func runSource(ctx context.Context, cfg config, stdout, progressW io.Writer) error {
-	if cfg.pki == "" {
-		return errors.New("-connect needs -pki DIR, a copy of the destination's")
-	}
-	tlsCfg, err := transport.LoadLibvirtClientConfig(cfg.pki, testcert.ServerName)
+	cr, err := sourceCreds(cfg)
 	if err != nil {
 		return err
 	}
-	tc, err := transport.DialTLS(ctx, "tcp", cfg.connect, &transport.TLSOptions{Config: tlsCfg})
+	conn, err := connectSource(ctx, cfg, cr, cfg.connect, stdout)
 	if err != nil {
 		return err
+	}
+	defer conn.Close()
+	var res *outcome
+	if cfg.qemu {
+		var g *sourceGuest
+		if g, err = startSourceGuest(ctx, cfg, stdout); err != nil {
+			return err
+		}
+		defer g.stop()
+		res, err = migrateQEMU(ctx, cfg, conn, g, stdout, progressW)
+	} else {
+		res, err = migrateGuest(ctx, cfg, conn, stdout, progressW)
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "verified: %d bytes, %.0f MB/s through virtrpc over %s to another process (no plain %s baseline across processes)\n",
+		res.bytes, mbps(res.bytes, res.dur), transportName(cfg.transport), transportName(cfg.transport))
+	return nil
+}
+
+// connectSource connects the source to the destination at addr,
+// authenticates as the transport demands and says so on stdout.
+func connectSource(ctx context.Context, cfg config, cr *creds, addr string, stdout io.Writer) (*rpc.Conn, error) {
+	nc, err := cr.dial(ctx, cfg, addr)
+	if err != nil {
+		return nil, err
 	}
 	var opts rpc.Options
 	if cfg.compat {
 		opts.Negotiation = rpc.CompatOnly
 	}
-	conn, err := rpc.Client(ctx, tc, &opts)
+	conn, err := rpc.Client(ctx, nc, &opts)
 	if err != nil {
-		return err
+		return nil, fmt.Errorf("connecting to the destination at %s: %w", addr, err)
 	}
-	defer conn.Close()
-	fmt.Fprintf(stdout, "source → destination %s over TLS 1.3, virtrpc %s mode\n", cfg.connect, conn.Mode())
-	res, err := migrateGuest(ctx, cfg, conn, stdout, progressW)
+	how, err := cr.authenticate(ctx, conn)
 	if err != nil {
-		return err
+		_ = conn.Close()
+		return nil, err
 	}
-	fmt.Fprintf(stdout, "verified: %d bytes, %.0f MB/s through virtrpc over TLS to another process (no plain TLS baseline across processes)\n",
-		res.bytes, mbps(res.bytes, res.dur))
-	return nil
+	over := transportName(cr.kind)
+	if tc, ok := nc.(*tls.Conn); ok {
+		over = fmt.Sprintf("TLS 1.3 (%s)", tls.CipherSuiteName(tc.ConnectionState().CipherSuite))
+	}
+	fmt.Fprintf(stdout, "source → destination %s over %s, %s, virtrpc %s mode\n", addr, over, how, conn.Mode())
+	return conn, nil
 }

@@ -135,12 +135,16 @@ func (in *Incoming) record(e *Error, outcome bool) *Error {
 	in.err = e
 	streams := append([]*stream.Stream(nil), in.streams...)
 	in.mu.Unlock()
-	in.cancel(e)
+	// The streams carry e to the source before the ctx ends: the ctx wakes
+	// run, whose cleanup (the driver's Finish) closes the sinks, and a
+	// stream whose sink failed first would tell the source that instead
+	// (QEMU's "migration channel closed" in place of a cancel's reason).
 	for _, st := range streams {
 		if st != nil {
 			_ = st.CloseWithError(e.wire())
 		}
 	}
+	in.cancel(e)
 	return e
 }
 

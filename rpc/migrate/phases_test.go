@@ -303,6 +303,9 @@ func TestConnectionLostMidTransfer(t *testing.T) {
 	var me *migrate.Error
 	require.True(t, errors.As(err, &me), "%v", err)
 	assert.Equal(t, migrate.Perform, me.Phase, "%v", err)
+	if me.Side == migrate.Source { // else the destination's reason got through first
+		assert.Contains(t, err.Error(), "connection to the destination lost")
+	}
 	dstErr := done.wait(t, out.ID())
 	requireMigrateError(t, dstErr, migrate.Perform, migrate.Destination, "connection to the source lost")
 	finishes := dst.finishCalls()

@@ -160,13 +160,15 @@ func (o *Outgoing) fail(e *Error) *Error {
 	o.err = e
 	streams, closers, cancel := o.streams, o.closers, o.cancel
 	o.mu.Unlock()
-	cancel(e)
+	// The streams carry e to the destination first, before anything that
+	// ending the readers or the ctx makes fail can reach it as a reason.
 	for _, st := range streams {
 		_ = st.CloseWithError(e.wire())
 	}
 	for _, c := range closers {
 		_ = c.Close()
 	}
+	cancel(e)
 	return e
 }
 
@@ -179,6 +181,10 @@ func (o *Outgoing) failed(ctx context.Context, phase Phase, err error) *Error {
 			return o.fail(e)
 		}
 		err = fmt.Errorf("cancelled: %w", cause)
+	}
+	var ce *rpc.ClosedError
+	if _, peers := fromWire(err); !peers && errors.As(err, &ce) {
+		err = fmt.Errorf("connection to the destination lost: %w", ce)
 	}
 	return o.fail(classify(phase, Source, err))
 }

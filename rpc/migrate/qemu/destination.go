@@ -172,6 +172,12 @@ func (d *Destination) kill() error {
 	return d.qmp.Execute(ctx, "quit", nil, nil)
 }
 
+// sinkBuffer is the SO_SNDBUF of the connections to QEMU's incoming socket
+// (the kernel caps it at net.core.wmem_max). With the default 208 KiB the
+// writer woke for every ~150 KiB QEMU read; a queue this deep keeps QEMU,
+// the slowest stage, fed between this side's wakeups.
+const sinkBuffer = 4 << 20
+
 // lazySink connects to QEMU's incoming socket at its first Write. QEMU 7.2
 // takes its first connection for the main channel and the others for
 // multifd channels, whatever they carry; the main channel's sink connects
@@ -192,6 +198,9 @@ func (l *lazySink) dial(ctx context.Context) error {
 		if err != nil {
 			l.err = fmt.Errorf("qemu: connecting to the incoming migration: %w", err)
 			return
+		}
+		if uc, ok := c.(*net.UnixConn); ok {
+			_ = uc.SetWriteBuffer(sinkBuffer)
 		}
 		l.ch = l.chans.add(c)
 	})

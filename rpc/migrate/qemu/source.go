@@ -57,6 +57,20 @@ type sourceCookie struct {
 	Channels int    `json:"channels"`
 }
 
+// CookieRAM returns the guest RAM size, in bytes, that a Source's Begin
+// cookie announces: a destination that starts its QEMU in Prepare sizes it
+// from this.
+func CookieRAM(beginCookie []byte) (int64, error) {
+	var sc sourceCookie
+	if err := json.Unmarshal(beginCookie, &sc); err != nil {
+		return 0, fmt.Errorf("qemu: the source's cookie: %w", err)
+	}
+	if sc.RAM <= 0 {
+		return 0, fmt.Errorf("qemu: the source's cookie announces %d bytes of RAM", sc.RAM)
+	}
+	return sc.RAM, nil
+}
+
 // NewSource returns the driver of the QEMU behind qmp.
 func NewSource(qmp *Client, opts SourceOptions) *Source {
 	if opts.MaxBandwidth <= 0 {

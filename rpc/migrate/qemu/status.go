@@ -95,3 +95,11 @@ func (c *Client) waitMigration(ctx context.Context, every time.Duration) (Migrat
 		}
 	}
 }
+
+// WaitMigration polls query-migrate every interval until the migration is
+// over and returns its last status; an error if it failed, was cancelled,
+// or ctx ended first. On a source, completed means the guest is paused
+// (postmigrate) with all its state sent: the moment to compare its memory.
+func (c *Client) WaitMigration(ctx context.Context, every time.Duration) (MigrationInfo, error) {
+	return c.waitMigration(ctx, every)
+}
