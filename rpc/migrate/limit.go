@@ -17,6 +17,15 @@ type bucket struct {
 	tokens  float64
 	last    time.Time
 	changed chan struct{} // closed and replaced when the rate changes
+
+	// idle counts the tokens dropped at the burst cap while no taker was
+	// waiting, from the first take on: rate the source left unused (its
+	// reader or its stream was slower than the limit: the machine, not the
+	// limiter). A taker that overslept its debt would drop tokens while
+	// waiting, which idle does not count.
+	idle    float64
+	started bool
+	waiting int // takers waiting out a debt
 }
 
 // burstTime is how much traffic the bucket holds: 50 ms at the rate.
@@ -50,6 +59,9 @@ func (b *bucket) refillLocked(now time.Time) {
 	if b.rate > 0 {
 		b.tokens += now.Sub(b.last).Seconds() * float64(b.rate)
 		if burst := float64(b.rate) * burstTime.Seconds(); b.tokens > burst {
+			if b.started && b.waiting == 0 {
+				b.idle += b.tokens - burst
+			}
 			b.tokens = burst
 		}
 	}
@@ -61,6 +73,7 @@ func (b *bucket) refillLocked(now time.Time) {
 func (b *bucket) take(ctx context.Context, n int) error {
 	b.mu.Lock()
 	b.refillLocked(time.Now())
+	b.started = true
 	if b.rate == 0 {
 		b.mu.Unlock()
 		return nil
@@ -73,11 +86,15 @@ func (b *bucket) take(ctx context.Context, n int) error {
 		}
 		wait := time.Duration(-b.tokens / float64(b.rate) * float64(time.Second))
 		changed := b.changed
+		b.waiting++
 		b.mu.Unlock()
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
+			b.mu.Lock()
+			b.waiting--
+			b.mu.Unlock()
 			return context.Cause(ctx)
 		case <-changed:
 		case <-t.C:
@@ -85,5 +102,13 @@ func (b *bucket) take(ctx context.Context, n int) error {
 		t.Stop()
 		b.mu.Lock()
 		b.refillLocked(time.Now())
+		b.waiting--
 	}
+}
+
+// idleBytes returns the tokens the source left unused so far (see idle).
+func (b *bucket) idleBytes() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return int64(b.idle)
 }
