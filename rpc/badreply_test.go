@@ -25,7 +25,9 @@ func nativeRawPeer(t *testing.T) (*rpc.Conn, *rawPeer, net.Conn) {
 	a, b := net.Pipe()
 	t.Cleanup(func() { _ = a.Close(); _ = b.Close() })
 	peer := newRawPeer(t, b)
+	answered := make(chan struct{})
 	go func() {
+		defer close(answered)
 		h, _ := peer.recv()
 		rh := frame.Header{Prog: frame.ControlProgram, Vers: frame.ControlVersion, Proc: frame.ControlHello, Type: frame.TypeReply, Serial: h.Serial}
 		peer.send(rh, frame.EncodeHello(&frame.Hello{Version: 1, Features: []string{frame.FeatureFlowControl, frame.FeatureLargeFrames, frame.FeatureBidi}, MaxStreamPayload: 1 << 20, InitialWindow: 1 << 20, MaxCalls: 8}))
@@ -34,6 +36,10 @@ func nativeRawPeer(t *testing.T) (*rpc.Conn, *rawPeer, net.Conn) {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
 	require.Equal(t, rpc.ModeNative, c.Mode())
+	// The goroutine's WriteFrame may still run after its Write returned
+	// (the client has read the reply): the test's own sends would race it
+	// on the peer's frame.Writer (seen once under -race).
+	<-answered
 	return c, peer, b
 }
 
