@@ -483,30 +483,9 @@ func (s *Stream) CloseNet() {
 	s.inq, s.holesUnread = nil, 0
 	s.dropped += int64(s.inBytes)
 	s.inBytes = 0
-	var e fx
-	switch s.cfg.Role {
-	case Native:
-		if s.recv == recvEOF {
-			e.oob = append(e.oob, verdictMsg(s.consumed))
-			s.recv = recvAcked
-		}
-		if s.send == sendOpen {
-			e.ctl = append(e.ctl, frame.StatusOK)
-			s.send = sendFinished
-		}
-	case CompatClient:
-		if !s.okSent {
-			e.ctl = append(e.ctl, frame.StatusOK)
-			s.okSent = true
-			if s.send == sendOpen {
-				s.send = sendFinished
-			}
-		}
-		if s.recv == recvEOF {
-			s.recv = recvAcked
-		}
-	case CompatServer:
-		e = s.finishLocked()
+	e := s.finishLocked()
+	if s.cfg.Role == CompatClient && s.recv == recvEOF {
+		s.recv = recvAcked // our OK answers the server's end too
 	}
 	e.release = s.settledLocked()
 	grant := s.grantLocked()
