@@ -2,7 +2,6 @@ package rpc_test
 
 import (
 	"context"
-	"errors"
 	"net"
 	"testing"
 	"time"
@@ -126,9 +125,9 @@ func TestDirMaxStreamsExceededByThePeer(t *testing.T) {
 		var re *rpc.Error
 		require.ErrorAs(t, err, &re, "the peer's refusal: %v", err)
 		assert.Contains(t, err.Error(), "too many streams")
-		if !errors.Is(err, rpc.ErrTooManyStreams) {
-			t.Log("not documented, so not asserted: the refusal does not match ErrTooManyStreams at the caller")
-		}
+		require.ErrorIs(t, err, rpc.ErrTooManyStreams, "the peer's refusal travels as a code")
+		assert.Equal(t, int32(frame.DomainVirtrpc), re.Domain)
+		assert.Equal(t, int32(frame.CodeTooManyStreams), re.Code)
 		require.Eventually(t, func() bool { return e.cc.Stats().StreamsOpen == 1 }, 10*time.Second, 5*time.Millisecond,
 			"the refused stream is not left registered")
 		_ = e.c.CloseWithError(nil)
