@@ -68,8 +68,9 @@ type Conn struct {
 	running   atomic.Int32   // call handlers running
 	draining  atomic.Bool    // Shutdown was called
 
-	stats statCounters
-	sockq func() (int64, bool) // the socket's send queue (sockq_linux.go); nil if unknown
+	stats  statCounters
+	sockIn func() (int64, bool) // the socket's receive queue (sockq_linux.go); nil if unknown
+	sockq  func() (int64, bool) // the socket's send queue; nil if unknown
 }
 
 // Client starts a connection on the dialing side of nc and, unless the
@@ -170,7 +171,7 @@ func newConnIn(nc net.Conn, opts *Options, isServer bool, adm *admission) *Conn 
 		negotiated: make(chan struct{}),
 	}
 	c.enc = frame.Encoder{Max: c.cfg.MaxMessage}
-	c.sockq = socketQueue(nc)
+	c.sockIn, c.sockq = socketQueues(nc)
 	c.budget = streamcore.NewBudget(int64(c.cfg.ConnectionWindow))
 	c.adm = adm
 	var server *serverBudget

@@ -290,11 +290,12 @@ func (s *scheduler) shutdown() {
 }
 
 // owed is the memory budget charge of the replies queued and being
-// written, and of those being written (see stallCheck).
-func (s *scheduler) owed() (all, writing int64) {
+// written, and of those being written; busy says whether a Write is under
+// way (the write token is held). See stallCheck.
+func (s *scheduler) owed() (all, writing int64, busy bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.charged + s.inflight, s.inflight
+	return s.charged + s.inflight, s.inflight, s.writing
 }
 
 // idle reports whether nothing is queued or being written.

@@ -4,6 +4,6 @@ package rpc
 
 import "net"
 
-// socketQueue: the send queue's length is read on Linux only; elsewhere
-// the socket-level stall check is off (see sockCheck).
-func socketQueue(net.Conn) func() (int64, bool) { return nil }
+// socketQueues: the socket's queues are read on Linux only; elsewhere
+// sockCheck is off and slowCheck cannot tell our delay from the peer's.
+func socketQueues(net.Conn) (in, out func() (int64, bool)) { return nil, nil }
