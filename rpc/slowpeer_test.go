@@ -191,6 +191,37 @@ func TestPeerThatReadsNothingIsReaped(t *testing.T) {
 	assert.ErrorIs(t, srv.Err(), rpc.ErrPeerNotReading)
 }
 
+// A peer whose replies all went into the kernel (nothing of ours is queued
+// for it) is still reaped if it reads none of them, however it pings: the
+// hostile suite's "unread replies kept alive by pings" attack when most of
+// its calls were refused (too many at once) and the kernel took the rest.
+// Its receive buffer is small, so the replies wait in the server's send
+// queue, not in its own socket.
+func TestPeerWithRepliesInTheKernelIsReaped(t *testing.T) {
+	opts := &rpc.Options{Handlers: echoMux(), KeepaliveInterval: 50 * time.Millisecond, MessageTimeout: 200 * time.Millisecond, MinMessageRate: 64 << 10}
+	srv, nc := rawServer(t, opts)
+	require.NoError(t, nc.(*net.TCPConn).SetReadBuffer(4<<10))
+	for s := range uint32(32) { // 512 KiB of replies: the kernel takes them all
+		_, err := nc.Write(rawFrame(hdr(procedure(echoProc), frame.TypeCall, 1+s, frame.StatusOK), make([]byte, 16<<10)))
+		require.NoError(t, err)
+	}
+	ping := rawFrame(frame.Header{Prog: frame.KeepaliveProgram, Vers: frame.KeepaliveVersion, Proc: frame.KeepalivePing, Type: frame.TypeMessage}, nil)
+	start := time.Now()
+	for { // faster than keepalive's interval: the server never needs to ping us
+		select {
+		case <-srv.Done():
+			t.Logf("reaped after %v: %v", time.Since(start).Round(time.Millisecond), srv.Err())
+			require.ErrorIs(t, srv.Err(), rpc.ErrPeerNotReading)
+			assert.Contains(t, srv.Err().Error(), "none taken by the peer")
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+		_, err := nc.Write(ping)
+		require.NoError(t, err)
+		require.Less(t, time.Since(start), 20*time.Second, "a peer that pings but reads none of the replies the kernel holds was not reaped")
+	}
+}
+
 // A peer that reads slowly but at the minimum rate is not reaped, however
 // long its reply takes to write.
 func TestSlowReaderAtTheMinimumIsNotReaped(t *testing.T) {
@@ -209,7 +240,7 @@ func TestSlowReaderAtTheMinimumIsNotReaped(t *testing.T) {
 	for { // 80 KiB/s, over the 5 KiB/s minimum
 		buf := make([]byte, 4<<10)
 		n, err := nc.Read(buf)
-		require.NoError(t, err)
+		require.NoError(t, err, "after %d bytes of the reply; the server closed with %v", got, srv.Err())
 		got += n
 		if got > 256<<10 {
 			break // long enough: one Write of the reply outlasted many MessageTimeouts

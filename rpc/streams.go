@@ -165,8 +165,8 @@ func (c *Conn) newStream(h frame.Header, dir stream.Direction, opts *stream.Opti
 	st := streamcore.New(streamLink{c}, cfg)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := c.Err(); err != nil {
-		return nil, err
+	if c.shutting {
+		return nil, c.err // set before shutting, under c.mu
 	}
 	if _, dup := c.streams[h.Serial]; dup {
 		return nil, fmt.Errorf("virtrpc: a stream on serial %d is already open", h.Serial)
