@@ -117,12 +117,16 @@ type qemuSource struct {
 	*qemu.Source
 	g   *sourceGuest
 	out io.Writer
+	// endProgress ends the progress line before the phase lines that
+	// follow the transfer.
+	endProgress func()
 
 	sum    []byte // sha256 of the source's RAM, paused after the migration
 	finish []byte // the destination's Finish cookie
 }
 
 func (s *qemuSource) PerformCookie(ctx context.Context) ([]byte, error) {
+	s.endProgress()
 	if _, err := s.g.qmp.WaitMigration(ctx, 10*time.Millisecond); err != nil {
 		return nil, err
 	}
@@ -132,6 +136,7 @@ func (s *qemuSource) PerformCookie(ctx context.Context) ([]byte, error) {
 }
 
 func (s *qemuSource) Confirm(ctx context.Context, cookie []byte, failed error) error {
+	s.endProgress()
 	err := s.Source.Confirm(ctx, cookie, failed)
 	if failed == nil {
 		s.finish = cookie
