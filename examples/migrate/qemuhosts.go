@@ -165,7 +165,8 @@ func (s *qemuSource) finishStatus() string {
 // Prepare, then hands over to rpc/migrate/qemu's driver, comparing the
 // paused guest's RAM with the source's digest before it resumes.
 type qemuDestination struct {
-	out io.Writer
+	out        io.Writer
+	corruptRAM func(path string) error // a test hook: see config
 
 	mu   sync.Mutex
 	dir  string
@@ -209,6 +210,11 @@ func (d *qemuDestination) Prepare(ctx context.Context, in *migrate.Incoming) (co
 
 // compare runs with the destination guest paused, its migration complete.
 func (d *qemuDestination) compare(ctx context.Context) error {
+	if d.corruptRAM != nil {
+		if err := d.corruptRAM(filepath.Join(d.dir, "dst.ram")); err != nil {
+			return err
+		}
+	}
 	sum, err := pmemsave(ctx, d.proc.QMP, filepath.Join(d.dir, "dst.pmem"), d.size)
 	if err != nil {
 		return err
