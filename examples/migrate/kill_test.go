@@ -46,9 +46,10 @@ func TestKill9MidTransfer(t *testing.T) {
 		attach bool // the source helper attaches to the test's guest
 	}{{"destination", true}, {"source", true}, {"source", false}} {
 		victim := tc.victim
-		// From the first 4 MiB to 40 MiB before the end (the progress
-		// line comes once a second, at 24 MB/s).
-		atMiB := 4 + rng.Int64N(guestMiB-44)
+		// From the first 4 MiB to 48 MiB before the end: the progress
+		// line comes once a second, and at 16 MB/s 48 MiB leave 3 s for
+		// the line and the kill to land before the transfer is over.
+		atMiB := 4 + rng.Int64N(guestMiB-52)
 		name := "kill the " + victim
 		if !tc.attach {
 			name += " with the guest it started"
@@ -72,7 +73,7 @@ func TestKill9MidTransfer(t *testing.T) {
 			dst := startProc(t, "destination", "-listen", "127.0.0.1:0", "-pki", pki, "-qemu")
 			l := dst.waitLine(func(l string) bool { return strings.HasPrefix(l, "destination listening on ") }, "its address")
 			addr := strings.Fields(strings.TrimPrefix(l, "destination listening on "))[0]
-			args := []string{"-connect", addr, "-pki", pki, "-limit", "24MB", "-qemu-qmp", attach}
+			args := []string{"-connect", addr, "-pki", pki, "-limit", "16MB", "-qemu-qmp", attach}
 			if !tc.attach {
 				args = append(args[:len(args)-2], "-qemu", "-size", fmt.Sprint(guestMiB<<20))
 			}
