@@ -24,4 +24,8 @@ const (
 	// CodeEarlyStreamData: stream data arrived before the handler opened the
 	// stream, so it was dropped and the stream cannot succeed.
 	CodeEarlyStreamData = 5
+	// CodeTooManyStreams: the peer refused to open a stream, having its
+	// MaxStreams open (rpc.ErrTooManyStreams); carried by the error reply
+	// to the stream-opening call.
+	CodeTooManyStreams = 6
 )

@@ -155,7 +155,9 @@
 // defines use the error domain [DomainVirtrpc] (0x7672) with codes
 // [CodeStreamAbandoned] (1), [CodeReceiverClosed] (2), [CodePeerFinished]
 // (3), [CodeStreamIncomplete] (4) and [CodeEarlyStreamData] (5); the
-// receiving side maps them back to the matching sentinel errors. Any other
+// receiving side maps them back to the matching sentinel errors. The error
+// reply to a stream-opening call that the peer refused for its MaxStreams
+// carries [CodeTooManyStreams] (6) in the same domain. Any other
 // reason is sent as code 78 (operation aborted) in libvirt's stream domain
 // (54), or as the *Error the user gave.
 package frame

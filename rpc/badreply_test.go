@@ -39,6 +39,10 @@ func nativeRawPeer(t *testing.T) (*rpc.Conn, *rawPeer, net.Conn) {
 	// still be finishing (WriteFrame looks at its buffer after the Write).
 	<-answered
 	require.Equal(t, rpc.ModeNative, c.Mode())
+	// The goroutine's WriteFrame may still run after its Write returned
+	// (the client has read the reply): the test's own sends would race it
+	// on the peer's frame.Writer (seen once under -race).
+	<-answered
 	return c, peer, b
 }
 

@@ -224,8 +224,21 @@ func decodeRemoteError(payload []byte) error {
 	if err != nil {
 		return err
 	}
+	if e.Domain == frame.DomainVirtrpc && e.Code == frame.CodeTooManyStreams {
+		return &codedReply{e, ErrTooManyStreams}
+	}
 	return e
 }
+
+// codedReply is a peer's error reply that stands for one of our sentinels:
+// errors.As finds the *Error, errors.Is the sentinel.
+type codedReply struct {
+	fe       *frame.Error
+	sentinel error
+}
+
+func (e *codedReply) Error() string   { return e.fe.Error() }
+func (e *codedReply) Unwrap() []error { return []error{e.fe, e.sentinel} }
 
 // handleReply pairs a REPLY with its call. A reply nobody asked for is a
 // protocol violation; the late reply of a cancelled call is dropped.

@@ -206,3 +206,22 @@ func TestShutdownWaitsForOpenStreams(t *testing.T) {
 		t.Fatal("Shutdown did not return once the stream ended")
 	}
 }
+
+// A stream Write after Done returns the connection's error at once: the
+// streams fail before Done is closed (once a Write just after Done could
+// return nil and queue data that would never be sent).
+func TestStreamWriteAfterDoneFails(t *testing.T) {
+	for i := range 50 {
+		c, srv := pair(t, nil, &rpc.Options{Handlers: streamMux(t)})
+		st, _, err := c.OpenStream(context.Background(), verifyUploadProc, digest(1, 1), stream.Upload, nil)
+		require.NoError(t, err)
+		go func() { _ = srv.Close() }()
+		<-c.Done()
+		_, err = st.Write([]byte("x"))
+		require.Error(t, err, "a Write after Done (run %d)", i)
+		var ce *rpc.ClosedError
+		require.ErrorAs(t, err, &ce, "the connection's error")
+		require.ErrorIs(t, err, net.ErrClosed)
+		_ = c.Close()
+	}
+}

@@ -55,6 +55,7 @@ type Conn struct {
 	streams    map[uint32]*streamcore.Stream
 	served     map[uint32]bool              // calls being served: did stream frames come before their stream? (see streams.go)
 	streamMem  map[*streamcore.Stream]int64 // what each receiving stream charged to mem (streams.go)
+	shutting   bool                         // shut has taken the streams: no more may register
 
 	negotiated chan struct{} // closed once the mode is settled
 	negOnce    sync.Once
@@ -67,7 +68,9 @@ type Conn struct {
 	running   atomic.Int32   // call handlers running
 	draining  atomic.Bool    // Shutdown was called
 
-	stats statCounters
+	stats  statCounters
+	sockIn func() (int64, bool) // the socket's receive queue (sockq_linux.go); nil if unknown
+	sockq  func() (int64, bool) // the socket's send queue; nil if unknown
 }
 
 // Client starts a connection on the dialing side of nc and, unless the
@@ -168,6 +171,7 @@ func newConnIn(nc net.Conn, opts *Options, isServer bool, adm *admission) *Conn 
 		negotiated: make(chan struct{}),
 	}
 	c.enc = frame.Encoder{Max: c.cfg.MaxMessage}
+	c.sockIn, c.sockq = socketQueues(nc)
 	c.budget = streamcore.NewBudget(int64(c.cfg.ConnectionWindow))
 	c.adm = adm
 	var server *serverBudget

@@ -276,6 +276,11 @@ func toRemote(err error) *frame.Error {
 	if errors.As(err, &fe) {
 		return fe
 	}
+	if errors.Is(err, ErrTooManyStreams) { // a code, so the caller's errors.Is matches it
+		fe = rpcError(frame.CodeTooManyStreams, "%s", err.Error())
+		fe.Domain = frame.DomainVirtrpc
+		return fe
+	}
 	return rpcError(frame.CodeInternalError, "%s", err.Error())
 }
 

@@ -197,12 +197,6 @@ type attack struct {
 func TestHostilePeers(t *testing.T) {
 	for _, a := range hostileAttacks() {
 		t.Run(a.name, func(t *testing.T) {
-			if a.name == "unread replies kept alive by pings" {
-				// In 2 of 6 CI runs (with -race, and once without) the server
-				// closed neither attacker within 60 s: the stall check
-				// (watchdog.go) did not fire. Cause not found yet.
-				t.Skip("BUG: the stall check does not always reap a peer that pings but reads none of its replies (watchdog.go stallCheck)")
-			}
 			runAttack(t, a)
 		})
 	}

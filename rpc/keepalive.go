@@ -49,6 +49,7 @@ func (c *Conn) keepalive() {
 	var lastPing time.Time
 	var slow slowCheck
 	var stall stallCheck
+	var sock sockCheck
 	for {
 		select {
 		case <-c.done:
@@ -60,6 +61,10 @@ func (c *Conn) keepalive() {
 					return
 				}
 				if err := stall.check(c, now); err != nil {
+					c.closeWith(err)
+					return
+				}
+				if err := sock.check(c, now); err != nil {
 					c.closeWith(err)
 					return
 				}

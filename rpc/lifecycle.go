@@ -95,13 +95,12 @@ func (c *Conn) shut(cause error, graceful bool) {
 			c.cfg.log.Debug("virtrpc: connection closing", "cause", cause)
 		}
 		c.sched.shutdown()
-		close(c.done)
-		c.cancel()
-		if !graceful {
-			closeSocket(c.nc)
-		}
-		_ = c.nc.Close()
+		// The streams fail before done is closed: a stream Write that
+		// follows Done must return the connection's error, not queue data
+		// that will never be sent. shutting keeps a stream from
+		// registering after the streams were taken (openStream).
 		c.mu.Lock()
+		c.shutting = true
 		pend := c.pending
 		c.pending = map[uint32]*pendingCall{}
 		sts := c.streams
@@ -111,11 +110,17 @@ func (c *Conn) shut(cause error, graceful bool) {
 			delete(c.streamMem, s)
 		}
 		c.mu.Unlock()
-		for _, p := range pend {
-			p.finish(reply{}, c.err)
-		}
 		for _, s := range sts {
 			s.Fail(c.err)
+		}
+		close(c.done)
+		c.cancel()
+		if !graceful {
+			closeSocket(c.nc)
+		}
+		_ = c.nc.Close()
+		for _, p := range pend {
+			p.finish(reply{}, c.err)
 		}
 		c.msgs.close()
 	})
@@ -125,7 +130,10 @@ func (c *Conn) shut(cause error, graceful bool) {
 // (*tls.Conn and the transport package's conns have NetConn): a tls.Conn's
 // own Close first writes close_notify, which can block on a peer that reads
 // nothing.
-func closeSocket(nc net.Conn) {
+func closeSocket(nc net.Conn) { _ = innermost(nc).Close() }
+
+// innermost is the connection under nc's wrappers (those with NetConn).
+func innermost(nc net.Conn) net.Conn {
 	for range 16 { // bound the walk in case a wrapper returns itself
 		w, ok := nc.(interface{ NetConn() net.Conn })
 		if !ok {
@@ -137,5 +145,5 @@ func closeSocket(nc net.Conn) {
 		}
 		nc = inner
 	}
-	_ = nc.Close()
+	return nc
 }

@@ -161,8 +161,13 @@ type Options struct {
 	// toward a peer that reads nothing (but sends, so keepalive holds it
 	// alive): a write of n bytes of replies that makes no progress for
 	// MessageTimeout + n/MinMessageRate closes the connection with
-	// ErrPeerNotReading. A negative MessageTimeout disables both. Silence
-	// between messages is keepalive's to reap.
+	// ErrPeerNotReading, and so (on Linux, where the socket's send queue
+	// can be read) do replies already handed to the kernel of which the
+	// peer takes nothing for MessageTimeout + 64 KiB/MinMessageRate, unless
+	// a stream is open. A message whose bytes wait in our socket's receive
+	// queue is ours to be late with, not the peer's. A negative
+	// MessageTimeout disables both. Silence between messages is
+	// keepalive's to reap.
 	MessageTimeout time.Duration
 	MinMessageRate int
 	// CompatStreamBuffer is how many bytes a stream buffers in compat mode

@@ -2,7 +2,6 @@ package rpc_test
 
 import (
 	"context"
-	"errors"
 	"net"
 	"testing"
 	"time"
@@ -32,12 +31,8 @@ func againstDirection(t *testing.T, c *rpc.Conn, st *stream.Stream) {
 	require.ErrorIs(t, c.Err(), stream.ErrDirection)
 	assert.Zero(t, st.Buffered(), "nothing buffered")
 	assert.Zero(t, st.BytesReceived(), "nothing received")
-	// A Write just after Done may still return nil (reported: the streams
-	// are failed after Done is closed); it must fail soon after.
-	assert.Eventually(t, func() bool {
-		_, err := st.Write([]byte("x"))
-		return errors.Is(err, net.ErrClosed)
-	}, 10*time.Second, time.Millisecond)
+	_, err := st.Write([]byte("x")) // the streams fail before Done is closed
+	assert.ErrorIs(t, err, net.ErrClosed)
 	assert.ErrorIs(t, st.Close(), net.ErrClosed, "no verdict came: not a success")
 	assert.Zero(t, c.Stats().StreamsOpen)
 }
@@ -130,9 +125,9 @@ func TestDirMaxStreamsExceededByThePeer(t *testing.T) {
 		var re *rpc.Error
 		require.ErrorAs(t, err, &re, "the peer's refusal: %v", err)
 		assert.Contains(t, err.Error(), "too many streams")
-		if !errors.Is(err, rpc.ErrTooManyStreams) {
-			t.Log("not documented, so not asserted: the refusal does not match ErrTooManyStreams at the caller")
-		}
+		require.ErrorIs(t, err, rpc.ErrTooManyStreams, "the peer's refusal travels as a code")
+		assert.Equal(t, int32(frame.DomainVirtrpc), re.Domain)
+		assert.Equal(t, int32(frame.CodeTooManyStreams), re.Code)
 		require.Eventually(t, func() bool { return e.cc.Stats().StreamsOpen == 1 }, 10*time.Second, 5*time.Millisecond,
 			"the refused stream is not left registered")
 		_ = e.c.CloseWithError(nil)

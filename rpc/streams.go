@@ -12,6 +12,10 @@ import (
 )
 
 // ErrTooManyStreams: the connection has Options.MaxStreams streams open.
+// When it is the peer that refused (its handler's Request.Stream failed so
+// and the handler returned the error), the caller's error matches it too:
+// it travels as a virtrpc code (frame.CodeTooManyStreams), and the error
+// is still an *Error (errors.As).
 var ErrTooManyStreams = errors.New("virtrpc: too many streams open on the connection")
 
 // OpenStream calls p with args and opens a data stream on the call, going
@@ -165,8 +169,8 @@ func (c *Conn) newStream(h frame.Header, dir stream.Direction, opts *stream.Opti
 	st := streamcore.New(streamLink{c}, cfg)
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if err := c.Err(); err != nil {
-		return nil, err
+	if c.shutting {
+		return nil, c.err // set before shutting, under c.mu
 	}
 	if _, dup := c.streams[h.Serial]; dup {
 		return nil, fmt.Errorf("virtrpc: a stream on serial %d is already open", h.Serial)

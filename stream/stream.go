@@ -70,6 +70,11 @@ var (
 	// ErrDirection: a read on a side that only sends, or a write on a side
 	// that only receives.
 	ErrDirection = streamcore.ErrDirection
+	// ErrOutcomeUnknown: Finish's ctx ended after the finish was sent and
+	// before the peer's verdict: the receiver may have read everything and
+	// acknowledged before the abort that followed reached it, or not. It
+	// wraps ctx's error.
+	ErrOutcomeUnknown = streamcore.ErrOutcomeUnknown
 )
 
 // Direction is which way a stream's data goes, from the point of view of
@@ -187,7 +192,13 @@ func (s *Stream) WriteTo(w io.Writer) (int64, error) { return s.c.WriteTo(w) }
 func (s *Stream) Close() error { return s.c.Close() }
 
 // Finish is Close with a context bounding the wait for the peer's verdict.
-// If ctx ends first, the stream is aborted and ctx's error returned.
+// If ctx ends first, the stream is aborted. While the finish was still
+// queued (behind data, toward a peer that reads slowly) it is dropped and
+// the abort goes instead: the receiver sees the abort, and Finish returns
+// ctx's error. Once the finish was sent, the receiver may read it and
+// acknowledge before the abort arrives: Finish then returns an error that
+// matches both ErrOutcomeUnknown and ctx's error (errors.Is), and the
+// transfer may or may not have succeeded at the other end.
 func (s *Stream) Finish(ctx context.Context) error { return s.c.Finish(ctx) }
 
 // CloseWrite finishes the direction this side sends on without waiting for

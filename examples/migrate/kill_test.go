@@ -13,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/virtrpc/virtrpc/rpc/migrate/qemu"
 )
 
 // kill -9 of either helper process mid-transfer, with real QEMU, as two
@@ -24,7 +26,9 @@ import (
 //
 // Asserted: the source guest keeps running; the destination QEMU is gone
 // (by PID: it dies with its helper, killed or not); the surviving helper
-// prints one error line naming the phase and exits non-zero.
+// prints one error line naming the phase and exits non-zero. A third case
+// kills a source helper that started its own (throwaway) guest: that QEMU
+// dies with it, by PID.
 func TestKill9MidTransfer(t *testing.T) {
 	requireQEMU(t)
 	if testing.Short() {
@@ -37,28 +41,49 @@ func TestKill9MidTransfer(t *testing.T) {
 	t.Logf("seed %d (VIRTRPC_TEST_SEED=%d replays it)", seed, seed)
 	rng := rand.New(rand.NewPCG(seed, 0))
 	const guestMiB = 128
-	for _, victim := range []string{"destination", "source"} {
-		// From the first 4 MiB to 40 MiB before the end (the progress
-		// line comes once a second, at 24 MB/s).
-		atMiB := 4 + rng.Int64N(guestMiB-44)
-		t.Run("kill the "+victim, func(t *testing.T) {
+	for _, tc := range []struct {
+		victim string
+		attach bool // the source helper attaches to the test's guest
+	}{{"destination", true}, {"source", true}, {"source", false}} {
+		victim := tc.victim
+		// From the first 4 MiB to 48 MiB before the end: the progress
+		// line comes once a second, and at 16 MB/s 48 MiB leave 3 s for
+		// the line and the kill to land before the transfer is over.
+		atMiB := 4 + rng.Int64N(guestMiB-52)
+		name := "kill the " + victim
+		if !tc.attach {
+			name += " with the guest it started"
+		}
+		t.Run(name, func(t *testing.T) {
 			t.Logf("kill -9 once the source has sent %d MiB", atMiB)
 			dir, err := os.MkdirTemp("", "vmk") // short: unix socket paths
 			require.NoError(t, err)
 			t.Cleanup(func() { _ = os.RemoveAll(dir) })
-			require.NoError(t, randomFile(filepath.Join(dir, "src.ram"), guestMiB<<20, seed))
-			// A second QMP monitor for the helper: one takes one client.
+			var guest *qemu.Process
 			attach := filepath.Join(dir, "attach.sock")
-			guest, err := startGuest(testCtx(t), dir, "src", guestMiB, false, "-qmp", "unix:"+attach+",server=on,wait=off")
-			require.NoError(t, err)
-			t.Cleanup(func() { _ = guest.Kill() })
+			if tc.attach {
+				require.NoError(t, randomFile(filepath.Join(dir, "src.ram"), guestMiB<<20, seed))
+				// A second QMP monitor for the helper: one takes one client.
+				guest, err = startGuest(testCtx(t), dir, "src", guestMiB, false, "-qmp", "unix:"+attach+",server=on,wait=off")
+				require.NoError(t, err)
+				t.Cleanup(func() { _ = guest.Kill() })
+			}
 
 			pki := filepath.Join(dir, "pki")
 			dst := startProc(t, "destination", "-listen", "127.0.0.1:0", "-pki", pki, "-qemu")
 			l := dst.waitLine(func(l string) bool { return strings.HasPrefix(l, "destination listening on ") }, "its address")
 			addr := strings.Fields(strings.TrimPrefix(l, "destination listening on "))[0]
-			src := startProc(t, "source", "-connect", addr, "-pki", pki,
-				"-qemu-qmp", attach, "-limit", "24MB")
+			args := []string{"-connect", addr, "-pki", pki, "-limit", "16MB", "-qemu-qmp", attach}
+			if !tc.attach {
+				args = append(args[:len(args)-2], "-qemu", "-size", fmt.Sprint(guestMiB<<20))
+			}
+			src := startProc(t, "source", args...)
+			srcQEMU := 0
+			if !tc.attach {
+				l := src.waitLine(func(l string) bool { return strings.HasPrefix(l, "qemu      source pid ") }, "its QEMU's pid")
+				srcQEMU, err = strconv.Atoi(strings.Fields(strings.TrimPrefix(l, "qemu      source pid "))[0])
+				require.NoError(t, err)
+			}
 			l = dst.waitLine(func(l string) bool { return strings.HasPrefix(l, "qemu      destination pid ") }, "its QEMU's pid")
 			dstQEMU, err := strconv.Atoi(strings.Fields(strings.TrimPrefix(l, "qemu      destination pid "))[0])
 			require.NoError(t, err)
@@ -83,6 +108,13 @@ func TestKill9MidTransfer(t *testing.T) {
 				assert.Contains(t, errs[0], "lost", "names the connection lost")
 			}
 			requireGone(t, dstQEMU, "the destination QEMU")
+			if !tc.attach {
+				// A guest the helper started is its child and dies with it
+				// (Pdeathsig): the throwaway demo guest. A real source
+				// guest is attached, as in the other cases.
+				requireGone(t, srcQEMU, "the source QEMU the killed helper started")
+				return
+			}
 			st, err := guest.QMP.QueryStatus(testCtx(t))
 			require.NoError(t, err)
 			assert.Equal(t, "running", st, "the source guest")

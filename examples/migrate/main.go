@@ -154,6 +154,9 @@ type config struct {
 
 	// tamper is a test hook for the destination: see destination.tamper.
 	tamper func(off int64, p []byte) []byte
+	// corruptRAM is a test hook for a -qemu destination: it gets the
+	// paused destination guest's RAM file before the comparison.
+	corruptRAM func(path string) error
 }
 
 func main() {
@@ -274,7 +277,7 @@ func run(ctx context.Context, cfg config, stdout, stderr io.Writer) error {
 		}
 		defer guest.stop()
 		cfg.size = guest.size // an attached guest's
-		qdst := &qemuDestination{out: stdout}
+		qdst := &qemuDestination{out: stdout, corruptRAM: cfg.corruptRAM}
 		defer qdst.stop()
 		dstDrv = qdst
 	}

@@ -90,6 +90,9 @@ type memSource struct {
 	cfg config
 	out io.Writer // phase lines
 	h   hash.Hash
+	// endProgress ends the progress line before the phase lines that
+	// follow the transfer (on a terminal they would land on it).
+	endProgress func()
 }
 
 func (s *memSource) Begin(ctx context.Context) (migrate.Plan, error) {
@@ -108,10 +111,12 @@ func (s *memSource) Perform(ctx context.Context, cookie []byte) ([]io.Reader, er
 }
 
 func (s *memSource) PerformCookie(ctx context.Context) ([]byte, error) {
+	s.endProgress()
 	return s.h.Sum(nil), nil
 }
 
 func (s *memSource) Confirm(ctx context.Context, cookie []byte, failed error) error {
+	s.endProgress()
 	if failed != nil {
 		fmt.Fprintf(s.out, "confirm   %s keeps running on the source: %v\n", guestName, failed)
 		return nil
@@ -156,6 +161,7 @@ func migrateGuest(ctx context.Context, cfg config, conn *rpc.Conn, out, progress
 	lat := &latencies{}
 	stopPolling := poll(ctx, conn, lat)
 	bar := startProgress(progressW, "perform", fixedTotal(cfg.size, func() int64 { return mig.Progress().Total.Bytes }))
+	src.endProgress = bar.Stop
 	stopLimit := limitBySignal(mig, progressOrDiscard(progressW))
 	err := mig.Run(ctx)
 	stopLimit()

@@ -27,6 +27,7 @@ type progress struct {
 	sent  func() (sent, total int64)
 	start time.Time
 	stop  chan struct{}
+	once  sync.Once // closes stop
 	done  chan struct{}
 }
 
@@ -77,11 +78,7 @@ func isTerminal(w io.Writer) bool {
 
 // Stop draws the line a last time, ends it, and returns once drawing stopped.
 func (p *progress) Stop() {
-	select {
-	case <-p.stop:
-	default:
-		close(p.stop)
-	}
+	p.once.Do(func() { close(p.stop) })
 	<-p.done
 }
 

@@ -77,6 +77,7 @@ func migrateQEMU(ctx context.Context, cfg config, conn *rpc.Conn, g *sourceGuest
 	lat := &latencies{}
 	stopPolling := poll(ctx, conn, lat)
 	bar := startProgress(progressW, "perform", func() (int64, int64) { return st.estimate(mig.Progress().Total.Bytes, g.size) })
+	srcDrv.endProgress = bar.Stop
 	stopLimit := limitBySignal(mig, progressOrDiscard(progressW))
 	err := mig.Run(ctx)
 	stopLimit()

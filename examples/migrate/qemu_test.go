@@ -6,8 +6,14 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/virtrpc/virtrpc/rpc/migrate"
 )
 
 // requireQEMU skips without qemu-system-x86_64, or fails when
@@ -66,4 +72,54 @@ func TestRunTwoHostsQEMU(t *testing.T) {
 			t.Log("\n" + sout.String() + dout.String())
 		})
 	}
+}
+
+// A guest whose memory differs on the paused sides (one byte of the
+// destination's RAM file changed after its incoming migration completed)
+// fails Finish on the destination: the destination QEMU is killed and the
+// source guest keeps running.
+func TestRunQEMUMemoryDiffers(t *testing.T) {
+	requireQEMU(t)
+	var stdout bytes.Buffer
+	cfg := config{size: 64 << 20, seed: 3, qemu: true, quiet: true}
+	cfg.corruptRAM = func(path string) error {
+		f, err := os.OpenFile(path, os.O_RDWR, 0)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		b := make([]byte, 1)
+		const at = 5<<20 + 77
+		if _, err := f.ReadAt(b, at); err != nil {
+			return err
+		}
+		b[0] ^= 0x40
+		_, err = f.WriteAt(b, at) // the file is QEMU's RAM (share=on)
+		return err
+	}
+	err := run(context.Background(), cfg, &stdout, io.Discard)
+	var me *migrate.Error
+	require.ErrorAs(t, err, &me, "stdout:\n%s", &stdout)
+	assert.Equal(t, migrate.Finish, me.Phase, "%v", err)
+	assert.Equal(t, migrate.Destination, me.Side, "%v", err)
+	assert.Contains(t, err.Error(), "guest memory differs on the paused sides: source sha256 ")
+	assert.Contains(t, stdout.String(), "confirm   guest-01 keeps running on the source (QEMU status running)")
+	assert.NotContains(t, stdout.String(), "verified")
+	pid := qemuPID(t, stdout.String(), "qemu      destination pid ")
+	requireGone(t, pid, "the destination QEMU")
+	t.Logf("%v\n%s", err, &stdout)
+}
+
+// qemuPID is the pid on the line of out that begins with prefix.
+func qemuPID(t *testing.T, out, prefix string) int {
+	t.Helper()
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			pid, err := strconv.Atoi(strings.Fields(strings.TrimPrefix(l, prefix))[0])
+			require.NoError(t, err)
+			return pid
+		}
+	}
+	t.Fatalf("no %q line in:\n%s", prefix, out)
+	return 0
 }

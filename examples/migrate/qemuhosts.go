@@ -117,12 +117,16 @@ type qemuSource struct {
 	*qemu.Source
 	g   *sourceGuest
 	out io.Writer
+	// endProgress ends the progress line before the phase lines that
+	// follow the transfer.
+	endProgress func()
 
 	sum    []byte // sha256 of the source's RAM, paused after the migration
 	finish []byte // the destination's Finish cookie
 }
 
 func (s *qemuSource) PerformCookie(ctx context.Context) ([]byte, error) {
+	s.endProgress()
 	if _, err := s.g.qmp.WaitMigration(ctx, 10*time.Millisecond); err != nil {
 		return nil, err
 	}
@@ -132,6 +136,7 @@ func (s *qemuSource) PerformCookie(ctx context.Context) ([]byte, error) {
 }
 
 func (s *qemuSource) Confirm(ctx context.Context, cookie []byte, failed error) error {
+	s.endProgress()
 	err := s.Source.Confirm(ctx, cookie, failed)
 	if failed == nil {
 		s.finish = cookie
@@ -160,7 +165,8 @@ func (s *qemuSource) finishStatus() string {
 // Prepare, then hands over to rpc/migrate/qemu's driver, comparing the
 // paused guest's RAM with the source's digest before it resumes.
 type qemuDestination struct {
-	out io.Writer
+	out        io.Writer
+	corruptRAM func(path string) error // a test hook: see config
 
 	mu   sync.Mutex
 	dir  string
@@ -204,6 +210,11 @@ func (d *qemuDestination) Prepare(ctx context.Context, in *migrate.Incoming) (co
 
 // compare runs with the destination guest paused, its migration complete.
 func (d *qemuDestination) compare(ctx context.Context) error {
+	if d.corruptRAM != nil {
+		if err := d.corruptRAM(filepath.Join(d.dir, "dst.ram")); err != nil {
+			return err
+		}
+	}
 	sum, err := pmemsave(ctx, d.proc.QMP, filepath.Join(d.dir, "dst.pmem"), d.size)
 	if err != nil {
 		return err

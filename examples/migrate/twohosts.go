@@ -30,7 +30,7 @@ func runDestination(ctx context.Context, cfg config, stdout io.Writer) error {
 		if err := requireQEMUBinary(); err != nil {
 			return err
 		}
-		qdst = &qemuDestination{out: stdout}
+		qdst = &qemuDestination{out: stdout, corruptRAM: cfg.corruptRAM}
 		defer qdst.stop() // after the receiver's cleanup: registered first
 		dstDrv = qdst
 	}

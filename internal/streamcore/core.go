@@ -114,6 +114,7 @@ type Stream struct {
 	finishing  bool  // a Finish is waiting for the verdict
 	discard    bool  // the local reader is gone (net.Conn Close): data is dropped, the peer's finish acknowledged at once
 	okSent     bool  // CompatClient: our STREAM/OK (the finish of the whole stream) is queued
+	finOut     bool  // our finish was handed to the writer (PopFrame): an abort can no longer replace it
 	released   bool
 
 	// send side

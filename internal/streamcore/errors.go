@@ -21,6 +21,10 @@ var (
 	ErrAbandoned = errors.New("virtrpc: the caller gave up on the call that opened the stream")
 	// ErrEarlyData: data for the stream arrived before it was opened.
 	ErrEarlyData = errors.New("virtrpc: stream data arrived before the stream was opened")
+	// ErrOutcomeUnknown: Finish's ctx ended after our finish was written,
+	// before the peer's verdict came: the receiver may have read everything
+	// and acknowledged, or not (see Finish).
+	ErrOutcomeUnknown = errors.New("virtrpc: the stream's outcome is unknown: its finish was sent, the peer's verdict did not come in time")
 
 	// errLocalAbort is the reason of CloseWithError(nil).
 	errLocalAbort = errors.New("virtrpc: stream aborted")

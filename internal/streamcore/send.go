@@ -21,6 +21,7 @@ const minSendCredit = 16 << 10
 type outFrame struct {
 	buf *[]byte // pooled, or nil
 	msg []byte  // the whole message: length word, header, payload
+	ctl bool    // our finish, or a compat acknowledgement that ends the stream (pushCtl)
 }
 
 // PopFrame hands the write scheduler the stream's next message. more says
@@ -39,6 +40,7 @@ func (s *Stream) PopFrame() (f Frame, more bool) {
 	s.outq = s.outq[:len(s.outq)-1]
 	more = len(s.outq) > 0
 	s.scheduled = more
+	s.finOut = s.finOut || of.ctl // on its way to the peer: no abort can overtake it now
 	s.sendCond.Broadcast()
 	s.mu.Unlock()
 	return Frame{of: of}, more
@@ -159,7 +161,7 @@ func (s *Stream) pushData(buf *[]byte, n int) error {
 // pushCtl queues a header-only STREAM frame behind our data: a finish, or
 // a compat acknowledgement that ends the stream.
 func (s *Stream) pushCtl(status frame.Status) {
-	_ = s.push(outFrame{msg: make([]byte, frame.Overhead)}, frame.TypeStream, status, true, false, 0)
+	_ = s.push(outFrame{msg: make([]byte, frame.Overhead), ctl: true}, frame.TypeStream, status, true, false, 0)
 }
 
 // sendOOB sends a STREAM frame ahead of data: acknowledgements, verdicts

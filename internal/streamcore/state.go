@@ -255,7 +255,11 @@ func (s *Stream) Close() error { return s.Finish(context.Background()) }
 // Finish ends both directions this side uses and waits, until ctx ends,
 // for the peer to acknowledge. A receiver that has not read everything up
 // to the peer's finish aborts instead, and Finish returns
-// ErrReceiverClosed.
+// ErrReceiverClosed. If ctx ends first, the stream is aborted: while our
+// finish is still queued it is dropped and the abort goes instead, and
+// Finish returns ctx's error; once the finish is on its way, the receiver
+// may have read it and acknowledged before the abort arrives, and Finish
+// returns ErrOutcomeUnknown wrapping ctx's error.
 func (s *Stream) Finish(ctx context.Context) error {
 	s.mu.Lock()
 	if s.closed || s.aborted != nil { // closed already: the same outcome again
@@ -347,15 +351,25 @@ func (s *Stream) awaitSettled(ctx context.Context) error {
 		err = s.aborted // aborted meanwhile by CloseWithError
 	}
 	timedOut := err == nil && !settled
+	var marker bool
 	if timedOut {
+		// Decided under the lock the writer pops frames under: a finish
+		// still queued is dropped with the rest (abortLocked), so the
+		// abort is what the peer gets; one popped may be read first.
 		err = ctx.Err()
+		local := err
+		if s.finOut {
+			local = fmt.Errorf("%w (%w)", ErrOutcomeUnknown, err)
+		}
+		marker = s.abortLocked(local)
+		err = local
 	} else {
 		s.closed = true
 		s.wakeLocked()
 	}
 	s.mu.Unlock()
 	if timedOut {
-		_ = s.CloseWithError(err) // a no-op if the outcome came meanwhile
+		s.sendAbort(marker, ctx.Err())
 		return err
 	}
 	s.release()
@@ -413,12 +427,24 @@ func (s *Stream) CloseWithError(err error) error {
 		}
 		return rerr
 	}
+	marker := s.abortLocked(err)
+	s.mu.Unlock()
+	s.sendAbort(marker, err)
+	return nil
+}
+
+// abortLocked marks the stream aborted with err (what local operations
+// report) and drops what is queued; sendAbort then tells the peer. It
+// reports whether libvirtd's end marker must go first.
+func (s *Stream) abortLocked(err error) (marker bool) {
 	s.aborted = &abortError{err}
 	s.dropQueueLocked()
-	marker := s.cfg.Role == CompatServer && s.send == sendOpen
 	s.wakeLocked()
-	s.mu.Unlock()
+	return s.cfg.Role == CompatServer && s.send == sendOpen
+}
 
+// sendAbort sends the abort with reason err, after abortLocked.
+func (s *Stream) sendAbort(marker bool, err error) {
 	var payload []byte
 	if s.cfg.Role != CompatClient {
 		payload = encodeAbort(err)
@@ -432,7 +458,6 @@ func (s *Stream) CloseWithError(err error) error {
 	if s.cfg.Role != CompatClient {
 		s.release()
 	}
-	return nil
 }
 
 // CloseNet is a net.Conn's Close: it finishes our direction and stops
@@ -458,30 +483,9 @@ func (s *Stream) CloseNet() {
 	s.inq, s.holesUnread = nil, 0
 	s.dropped += int64(s.inBytes)
 	s.inBytes = 0
-	var e fx
-	switch s.cfg.Role {
-	case Native:
-		if s.recv == recvEOF {
-			e.oob = append(e.oob, verdictMsg(s.consumed))
-			s.recv = recvAcked
-		}
-		if s.send == sendOpen {
-			e.ctl = append(e.ctl, frame.StatusOK)
-			s.send = sendFinished
-		}
-	case CompatClient:
-		if !s.okSent {
-			e.ctl = append(e.ctl, frame.StatusOK)
-			s.okSent = true
-			if s.send == sendOpen {
-				s.send = sendFinished
-			}
-		}
-		if s.recv == recvEOF {
-			s.recv = recvAcked
-		}
-	case CompatServer:
-		e = s.finishLocked()
+	e := s.finishLocked()
+	if s.cfg.Role == CompatClient && s.recv == recvEOF {
+		s.recv = recvAcked // our OK answers the server's end too
 	}
 	e.release = s.settledLocked()
 	grant := s.grantLocked()

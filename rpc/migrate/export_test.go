@@ -1,6 +1,6 @@
 package migrate
 
-// IdleLimit returns the bytes the bandwidth limit allowed that o's source
-// did not take (its readers or streams were slower than the limit): the
+// IdleLimit returns the bytes the bandwidth limit granted that o's source
+// has not taken (its readers or streams were slower than the limit): the
 // limit tests tell the machine's shortfall from the limiter's with it.
 func IdleLimit(o *Outgoing) int64 { return o.limit.idleBytes() }

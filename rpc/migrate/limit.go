@@ -18,14 +18,15 @@ type bucket struct {
 	last    time.Time
 	changed chan struct{} // closed and replaced when the rate changes
 
-	// idle counts the tokens dropped at the burst cap while no taker was
-	// waiting, from the first take on: rate the source left unused (its
-	// reader or its stream was slower than the limit: the machine, not the
-	// limiter). A taker that overslept its debt would drop tokens while
-	// waiting, which idle does not count.
+	// idle counts the tokens dropped at the burst cap from the first take
+	// on: rate the source left unused because its readers, its streams or
+	// their goroutines' wake-ups were slower than the limit (the machine,
+	// not the limiter). Every token refilled is either taken (moved),
+	// dropped (idle) or still in the bucket (at most the burst, or a debt
+	// of one read per stream), so moved plus idle over a time is the rate
+	// the limiter granted.
 	idle    float64
 	started bool
-	waiting int // takers waiting out a debt
 }
 
 // burstTime is how much traffic the bucket holds: 50 ms at the rate.
@@ -59,7 +60,7 @@ func (b *bucket) refillLocked(now time.Time) {
 	if b.rate > 0 {
 		b.tokens += now.Sub(b.last).Seconds() * float64(b.rate)
 		if burst := float64(b.rate) * burstTime.Seconds(); b.tokens > burst {
-			if b.started && b.waiting == 0 {
+			if b.started {
 				b.idle += b.tokens - burst
 			}
 			b.tokens = burst
@@ -86,15 +87,11 @@ func (b *bucket) take(ctx context.Context, n int) error {
 		}
 		wait := time.Duration(-b.tokens / float64(b.rate) * float64(time.Second))
 		changed := b.changed
-		b.waiting++
 		b.mu.Unlock()
 		t := time.NewTimer(wait)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			b.mu.Lock()
-			b.waiting--
-			b.mu.Unlock()
 			return context.Cause(ctx)
 		case <-changed:
 		case <-t.C:
@@ -102,13 +99,19 @@ func (b *bucket) take(ctx context.Context, n int) error {
 		t.Stop()
 		b.mu.Lock()
 		b.refillLocked(time.Now())
-		b.waiting--
 	}
 }
 
-// idleBytes returns the tokens the source left unused so far (see idle).
+// idleBytes returns the tokens the limit granted that the source has not
+// taken: those dropped at the cap (idle) and those in the bucket now
+// (negative while a debt is being waited out). Moved plus idleBytes, over
+// any time, is what the limit granted, short of the reads being waited on.
 func (b *bucket) idleBytes() int64 {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	return int64(b.idle)
+	if !b.started {
+		return 0
+	}
+	b.refillLocked(time.Now())
+	return int64(b.idle + b.tokens)
 }

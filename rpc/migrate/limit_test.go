@@ -113,8 +113,8 @@ func TestLimitHolds(t *testing.T) {
 	const limit = limitRate
 	s, p := limitedRun(t, limitSize, limit, nil)
 	require.Equal(t, int64(limitSize), p.Total.Bytes)
-	moved := float64(p.Total.Bytes) / p.Elapsed.Seconds()
-	granted := moved + float64(migrate.IdleLimit(s.out))/p.Elapsed.Seconds()
+	// From the start to the last report, made as the streams ended.
+	moved, granted := s.rate(t, 0, p.Elapsed)
 	t.Logf("whole transfer: %.2f MB/s moved, %.2f MB/s allowed", moved/1e6, granted/1e6)
 	assert.LessOrEqual(t, moved, limit*1.10, "whole transfer above the limit")
 	within(t, granted, limit, 0.10, "whole transfer, moved plus allowed and unused")

@@ -1,0 +1,38 @@
+package rpc
+
+import (
+	"net"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// socketQueues returns functions reporting how many bytes sit in the
+// receive queue (SIOCINQ: arrived, not yet read by us) and in the send
+// queue (SIOCOUTQ: for TCP, written and not yet acknowledged by the peer's
+// kernel; for a unix socket, not yet read by the peer, counted with the
+// kernel's own overhead) of the socket under nc's wrappers, or nils if nc
+// is no socket (net.Pipe, an SSH channel). One ioctl per call: the
+// watchdog calls them at most once a tick, never on the read or write
+// path.
+func socketQueues(nc net.Conn) (in, out func() (int64, bool)) {
+	sc, ok := innermost(nc).(syscall.Conn)
+	if !ok {
+		return nil, nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil, nil
+	}
+	queue := func(req uint) func() (int64, bool) {
+		return func() (int64, bool) {
+			var n int
+			var ierr error
+			if err := rc.Control(func(fd uintptr) { n, ierr = unix.IoctlGetInt(int(fd), req) }); err != nil || ierr != nil {
+				return 0, false
+			}
+			return int64(n), true
+		}
+	}
+	return queue(unix.SIOCINQ), queue(unix.SIOCOUTQ)
+}
