@@ -35,9 +35,6 @@ func nativeRawPeer(t *testing.T) (*rpc.Conn, *rawPeer, net.Conn) {
 	c, err := rpc.Client(context.Background(), a, &rpc.Options{KeepaliveInterval: -1})
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = c.Close() })
-	// The peer's writer is the test's from here on: its HELLO send may
-	// still be finishing (WriteFrame looks at its buffer after the Write).
-	<-answered
 	require.Equal(t, rpc.ModeNative, c.Mode())
 	// The goroutine's WriteFrame may still run after its Write returned
 	// (the client has read the reply): the test's own sends would race it
