@@ -107,28 +107,68 @@ func TestHostilePreparesAreBounded(t *testing.T) {
 	}
 }
 
-// A source that prepares and then goes silent on a live connection:
-// before IdleTimeout the destination waited for its FINISH for ever.
+type rawFinish struct {
+	ID     string
+	Sent   []int64
+	Cookie []byte
+}
+
+// A source that goes silent on a live connection: after Prepare, after a
+// few bytes, after a FINISH that left a stream open, after FINISH without
+// its CONFIRM. Before IdleTimeout the destination waited for ever (OnDone
+// never came; in the FINISH cases the FINISH call never returned).
 func TestSilentSourceIsReaped(t *testing.T) {
-	for _, openStream := range []bool{false, true} {
-		t.Run(fmt.Sprint("stream opened ", openStream), func(t *testing.T) {
+	data := []byte("a few bytes, then nothing")
+	cases := []struct {
+		name    string
+		streams int
+		// script plays the source after its Prepare; it returns the
+		// stream it opened, if any, and FINISH's result.
+		script   func(t *testing.T, c *rpc.Conn) (*stream.Stream, error)
+		phase    migrate.Phase
+		finishes []bool // the driver's Finish calls: with a failure?
+		// idle is IdleTimeout: long enough, where the script acts, that a
+		// loaded machine does not reap the migration between its calls.
+		idle time.Duration
+	}{
+		{"after prepare", 2, func(t *testing.T, c *rpc.Conn) (*stream.Stream, error) { return nil, nil },
+			migrate.Perform, []bool{true}, 300 * time.Millisecond},
+		{"mid stream", 2, func(t *testing.T, c *rpc.Conn) (*stream.Stream, error) {
+			return openAndWrite(t, c, data), nil
+		}, migrate.Perform, []bool{true}, 2 * time.Second},
+		{"finish with a stream left open", 1, func(t *testing.T, c *rpc.Conn) (*stream.Stream, error) {
+			st := openAndWrite(t, c, data)
+			return st, c.CallXDR(context.Background(), migrate.ProcFinish, rawFinish{ID: "quiet", Sent: []int64{int64(len(data))}}, nil)
+		}, migrate.Perform, []bool{true}, 2 * time.Second},
+		{"no confirm", 1, func(t *testing.T, c *rpc.Conn) (*stream.Stream, error) {
+			st := openAndWrite(t, c, data)
+			require.NoError(t, st.Close())
+			var ret struct{ Cookie []byte }
+			require.NoError(t, c.CallXDR(context.Background(), migrate.ProcFinish, rawFinish{ID: "quiet", Sent: []int64{int64(len(data))}}, &ret))
+			return nil, nil
+		}, migrate.Confirm, []bool{false}, 2 * time.Second},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
 			drv := &dstDriver{}
 			rec := newDoneRecorder()
-			l := newLink(t, drv, &migrate.ReceiverOptions{OnDone: rec.onDone, IdleTimeout: 300 * time.Millisecond}, false)
-			ctx := context.Background()
-			require.NoError(t, rawPrepareCall(ctx, l.src, "quiet", []byte("c"), 2))
-			var st *stream.Stream
-			if openStream {
-				var err error
-				st, err = l.src.OpenStreamXDR(ctx, migrate.ProcTunnel, rawTunnel{ID: "quiet", Index: 0}, stream.Upload, nil, nil)
-				require.NoError(t, err)
-				_, err = st.Write([]byte("a few bytes, then nothing"))
-				require.NoError(t, err)
-			}
+			l := newLink(t, drv, &migrate.ReceiverOptions{OnDone: rec.onDone, IdleTimeout: tc.idle}, false)
+			require.NoError(t, rawPrepareCall(context.Background(), l.src, "quiet", []byte("c"), tc.streams))
+			st, finishErr := tc.script(t, l.src)
 			err := rec.wait(t, "quiet")
-			requireMigrateError(t, err, migrate.Perform, migrate.Destination, "the source sent nothing for 300ms")
-			require.Len(t, drv.finishCalls(), 1)
-			require.ErrorIs(t, drv.finishCalls()[0], err)
+			requireMigrateError(t, err, tc.phase, migrate.Destination, fmt.Sprintf("the source sent nothing for %s", tc.idle))
+			if tc.name == "finish with a stream left open" {
+				requireWireFailure(t, finishErr, tc.phase, migrate.Destination, "sent nothing")
+			}
+			calls := drv.finishCalls()
+			require.Len(t, calls, len(tc.finishes))
+			for i, failed := range tc.finishes {
+				if failed {
+					require.ErrorIs(t, calls[i], err)
+				} else {
+					require.NoError(t, calls[i])
+				}
+			}
 			if st != nil { // the source hears it on its stream
 				_, werr := st.Write(make([]byte, 1<<20))
 				for werr == nil {
@@ -140,4 +180,13 @@ func TestSilentSourceIsReaped(t *testing.T) {
 			require.Nil(t, l.rcv.Incoming("quiet"))
 		})
 	}
+}
+
+func openAndWrite(t *testing.T, c *rpc.Conn, data []byte) *stream.Stream {
+	t.Helper()
+	st, err := c.OpenStreamXDR(context.Background(), migrate.ProcTunnel, rawTunnel{ID: "quiet", Index: 0}, stream.Upload, nil, nil)
+	require.NoError(t, err)
+	_, err = st.Write(data)
+	require.NoError(t, err)
+	return st
 }

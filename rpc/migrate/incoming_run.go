@@ -44,8 +44,12 @@ func (in *Incoming) run() {
 	defer stopReport()
 	in.prepared <- prepareResult{cookie: cookie}
 
-	req, ok := in.awaitFinish()
-	if !ok {
+	defer in.watchIdle()()
+
+	var req finishReq
+	select {
+	case req = <-in.finishReq:
+	case <-in.ctx.Done():
 		in.meter.stop()
 		in.cleanup(in.failure())
 		return
@@ -95,37 +99,47 @@ func (in *Incoming) run() {
 	}
 }
 
-// awaitFinish waits for the source's FINISH. A source that prepared and
-// then went silent (no stream opened, no byte for IdleTimeout) fails the
-// migration here: without it, a live but idle connection held the
-// destination's guest, sinks and goroutines for ever.
-func (in *Incoming) awaitFinish() (finishReq, bool) {
+// watchIdle fails the migration when the source goes silent on a live
+// connection for IdleTimeout: no stream opened or ended, no byte, no
+// FINISH or CONFIRM (the driver's Finish, which may take long, is not
+// timed). Without it a source that prepared and then said nothing, or
+// sent FINISH and left its streams open, or never confirmed, held the
+// destination's guest, sinks and goroutines for as long as the
+// connection lived. It returns the function that stops the watch.
+func (in *Incoming) watchIdle() (stop func()) {
 	idle := in.r.opts.IdleTimeout
 	if idle < 0 {
-		select {
-		case req := <-in.finishReq:
-			return req, true
-		case <-in.ctx.Done():
-			return finishReq{}, false
-		}
+		return func() {}
 	}
-	tick := time.NewTicker(max(idle/4, time.Millisecond))
-	defer tick.Stop()
-	last, since := in.activity(), time.Now()
-	for {
-		select {
-		case req := <-in.finishReq:
-			return req, true
-		case <-in.ctx.Done():
-			return finishReq{}, false
-		case now := <-tick.C:
-			if a := in.activity(); a != last {
-				last, since = a, now
-			} else if now.Sub(since) >= idle {
-				in.fail(&Error{Phase: Perform, Side: Destination,
-					Err: fmt.Errorf("the source sent nothing for %s (ReceiverOptions.IdleTimeout)", idle)})
+	quit := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		tick := time.NewTicker(max(idle/4, time.Millisecond))
+		defer tick.Stop()
+		last, lastPhase, since := in.activity(), in.Phase(), time.Now()
+		for {
+			select {
+			case <-quit:
+				return
+			case <-in.ctx.Done():
+				return
+			case now := <-tick.C:
+				a, p := in.activity(), in.Phase()
+				switch {
+				case a != last || p != lastPhase || p == Finish:
+					last, lastPhase, since = a, p, now
+				case now.Sub(since) >= idle:
+					in.fail(&Error{Phase: p, Side: Destination,
+						Err: fmt.Errorf("the source sent nothing for %s (ReceiverOptions.IdleTimeout)", idle)})
+					return
+				}
 			}
 		}
+	}()
+	return func() {
+		close(quit)
+		<-stopped
 	}
 }
 
