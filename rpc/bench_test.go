@@ -2,7 +2,6 @@ package rpc_test
 
 import (
 	"context"
-	"crypto/tls"
 	"io"
 	"net"
 	"os"
@@ -20,35 +19,32 @@ import (
 	"github.com/virtrpc/virtrpc/transport"
 )
 
-// tlsPair returns both ends of a TLS 1.3 connection over loopback TCP, tuned
-// as the transport package tunes them.
+// tlsPair returns both ends of a TLS 1.3 connection over loopback TCP from
+// transport's DialTLS and ListenTLS, as users get them (tuned, and with
+// the batching of TLS records under the tls.Conn).
 func tlsPair(tb testing.TB, pki *testcert.PKI) (client, server net.Conn) {
 	tb.Helper()
-	l, err := transport.ListenTCP(context.Background(), "127.0.0.1:0", nil)
+	ctx := context.Background()
+	l, err := transport.ListenTLS(ctx, "tcp", "127.0.0.1:0", &transport.TLSOptions{Config: pki.ServerConfig()})
 	if err != nil {
 		tb.Fatal(err)
 	}
 	defer l.Close()
 	accepted := make(chan net.Conn, 1)
 	go func() {
-		nc, err := l.Accept()
-		if err != nil {
-			accepted <- nil
-			return
+		sc, err := l.Accept()
+		if err == nil {
+			if err = transport.Handshake(ctx, sc); err != nil {
+				sc.Close()
+			}
 		}
-		sc := tls.Server(nc, pki.ServerConfig())
-		if err := sc.Handshake(); err != nil {
-			accepted <- nil
-			return
+		if err != nil {
+			sc = nil
 		}
 		accepted <- sc
 	}()
-	nc, err := transport.DialTCP(context.Background(), l.Addr().String(), nil)
+	cc, err := transport.DialTLS(ctx, "tcp", l.Addr().String(), &transport.TLSOptions{Config: pki.ClientConfig()})
 	if err != nil {
-		tb.Fatal(err)
-	}
-	cc := tls.Client(nc, pki.ClientConfig())
-	if err := cc.Handshake(); err != nil {
 		tb.Fatal(err)
 	}
 	sc := <-accepted

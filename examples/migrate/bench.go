@@ -26,7 +26,9 @@ import (
 // tunnel over TLS with one channel and with multifd 4. Reported: medians
 // of wall time (migrate until the source completed), MB/s, and the CPU
 // seconds of both QEMU processes plus this one (both tunnel endpoints),
-// and the wall time relative to direct plain TCP. The tunnel's time is
+// and the wall time relative to direct plain TCP; "dst s" is the
+// destination QEMU's share of the CPU (it is the slowest stage: about one
+// core for the whole run). The tunnel's time is
 // its whole Run (Begin to Confirm, the destination resumed); the direct
 // ones end when the source QEMU reports completed.
 //
@@ -86,8 +88,8 @@ func runBench(ctx context.Context, cfg config, stdout io.Writer) error {
 	}
 	tcp := slices.IndexFunc(methods, func(m benchMethod) bool { return m.key == "tcp" })
 	type sample struct {
-		wall, cpu, self time.Duration
-		bytes           int64
+		wall, cpu, self, dst time.Duration
+		bytes                int64
 	}
 	results := make([][]sample, len(methods))
 	for round := range cfg.bench {
@@ -95,22 +97,22 @@ func runBench(ctx context.Context, cfg config, stdout io.Writer) error {
 			if err := b.startPair(ctx); err != nil {
 				return err
 			}
-			cpu0, self0 := b.cpu(), selfCPU()
+			cpu0, self0, dst0 := b.cpu(), selfCPU(), procCPU(b.dst)
 			wall, n, err := m.run(ctx, b)
-			cpu, self := b.cpu()-cpu0, selfCPU()-self0
+			cpu, self, dst := b.cpu()-cpu0, selfCPU()-self0, procCPU(b.dst)-dst0
 			b.src.Kill()
 			b.dst.Kill()
 			if err != nil {
 				return fmt.Errorf("bench %s: %w", m.name, err)
 			}
-			results[i] = append(results[i], sample{wall, cpu, self, n})
-			fmt.Fprintf(stdout, "round %d  %-32s %6.2f s  %5.0f MB/s  CPU %5.2f s (this process %4.2f s)\n",
-				round+1, m.name, wall.Seconds(), mbps(n, wall), cpu.Seconds(), self.Seconds())
+			results[i] = append(results[i], sample{wall, cpu, self, dst, n})
+			fmt.Fprintf(stdout, "round %d  %-32s %6.2f s  %5.0f MB/s  CPU %5.2f s (this process %4.2f s, destination QEMU %4.2f s)\n",
+				round+1, m.name, wall.Seconds(), mbps(n, wall), cpu.Seconds(), self.Seconds(), dst.Seconds())
 		}
 	}
 	fmt.Fprintf(stdout, "\nmedians of %d, %s guest with random RAM, QEMU %s TCG\n", cfg.bench, (*byteSize)(&cfg.size), b.src.QMP.Version)
-	fmt.Fprintf(stdout, "%-32s %8s %8s %8s %8s %10s\n", "method", "wall s", "MB/s", "CPU s", "self s", "× TCP")
-	type row struct{ wall, rate, cpu, self float64 }
+	fmt.Fprintf(stdout, "%-32s %8s %8s %8s %8s %8s %10s\n", "method", "wall s", "MB/s", "CPU s", "self s", "dst s", "× TCP")
+	type row struct{ wall, rate, cpu, self, dst float64 }
 	rows := make([]row, len(methods))
 	for i := range methods {
 		med := func(f func(sample) float64) float64 {
@@ -126,6 +128,7 @@ func runBench(ctx context.Context, cfg config, stdout io.Writer) error {
 			rate: med(func(s sample) float64 { return float64(s.bytes) / s.wall.Seconds() / 1e6 }),
 			cpu:  med(func(s sample) float64 { return s.cpu.Seconds() }),
 			self: med(func(s sample) float64 { return s.self.Seconds() }),
+			dst:  med(func(s sample) float64 { return s.dst.Seconds() }),
 		}
 	}
 	for i, m := range methods {
@@ -134,7 +137,7 @@ func runBench(ctx context.Context, cfg config, stdout io.Writer) error {
 		if tcp >= 0 {
 			ratio = fmt.Sprintf("%.2f×", r.wall/rows[tcp].wall)
 		}
-		fmt.Fprintf(stdout, "%-32s %8.2f %8.0f %8.2f %8.2f %10s\n", m.name, r.wall, r.rate, r.cpu, r.self, ratio)
+		fmt.Fprintf(stdout, "%-32s %8.2f %8.0f %8.2f %8.2f %8.2f %10s\n", m.name, r.wall, r.rate, r.cpu, r.self, r.dst, ratio)
 	}
 	return nil
 }
@@ -191,19 +194,18 @@ func selfCPU() time.Duration {
 }
 
 // cpu is the CPU time used so far by both QEMU processes and this one.
-func (b *bencher) cpu() time.Duration {
-	t := selfCPU()
-	for _, p := range []*qemu.Process{b.src, b.dst} {
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID()))
-		if err != nil {
-			continue
-		}
-		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
-		ut, _ := strconv.ParseInt(f[11], 10, 64) // utime, stime: fields 14, 15
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		t += time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ 100
+func (b *bencher) cpu() time.Duration { return selfCPU() + procCPU(b.src) + procCPU(b.dst) }
+
+// procCPU is the CPU time used so far by a QEMU process, 0 if it is gone.
+func procCPU(p *qemu.Process) time.Duration {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID()))
+	if err != nil {
+		return 0
 	}
-	return t
+	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
+	ut, _ := strconv.ParseInt(f[11], 10, 64) // utime, stime: fields 14, 15
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ 100
 }
 
 // direct migrates QEMU to QEMU over uri, with QEMU's own TLS if tls.
