@@ -32,8 +32,9 @@ import (
 // its whole Run (Begin to Confirm, the destination resumed); the direct
 // ones end when the source QEMU reports completed.
 //
-// VIRTRPC_BENCH_ONLY, a comma-separated list of unix, tcp, qemutls, tunnel
-// and multifd, runs only those methods (to profile one, say); the × TCP
+// VIRTRPC_BENCH_ONLY, a comma-separated list of unix, tcp, tcpmultifd,
+// qemutls, tunnel and multifd, runs only those methods (tcpmultifd, QEMU to
+// QEMU over TCP with multifd 4, only then) (to profile one, say); the × TCP
 // column then needs tcp among them.
 
 type benchMethod struct {
@@ -68,22 +69,28 @@ func runBench(ctx context.Context, cfg config, stdout io.Writer) error {
 	}
 	methods := []benchMethod{
 		{"unix", "QEMU→QEMU, unix socket", func(ctx context.Context, b *bencher) (time.Duration, int64, error) {
-			return b.direct(ctx, "unix:"+filepath.Join(b.dir, "direct.sock"), false)
+			return b.direct(ctx, "unix:"+filepath.Join(b.dir, "direct.sock"), false, 0)
 		}},
 		{"tcp", "QEMU→QEMU, plain TCP", func(ctx context.Context, b *bencher) (time.Duration, int64, error) {
-			return b.direct(ctx, "tcp:127.0.0.1:"+freePort(), false)
+			return b.direct(ctx, "tcp:127.0.0.1:"+freePort(), false, 0)
+		}},
+		{"tcpmultifd", "QEMU→QEMU, plain TCP, multifd 4", func(ctx context.Context, b *bencher) (time.Duration, int64, error) {
+			return b.direct(ctx, "tcp:127.0.0.1:"+freePort(), false, 4)
 		}},
 		{"qemutls", "QEMU's own TLS", func(ctx context.Context, b *bencher) (time.Duration, int64, error) {
-			return b.direct(ctx, "tcp:127.0.0.1:"+freePort(), true)
+			return b.direct(ctx, "tcp:127.0.0.1:"+freePort(), true, 0)
 		}},
 		{"tunnel", "virtrpc tunnel, TLS, 1 channel", func(ctx context.Context, b *bencher) (time.Duration, int64, error) { return b.tunnel(ctx, 0) }},
 		{"multifd", "virtrpc tunnel, TLS, multifd 4", func(ctx context.Context, b *bencher) (time.Duration, int64, error) { return b.tunnel(ctx, 4) }},
 	}
-	if only := os.Getenv("VIRTRPC_BENCH_ONLY"); only != "" {
+	only := os.Getenv("VIRTRPC_BENCH_ONLY")
+	if only == "" {
+		methods = slices.DeleteFunc(methods, func(m benchMethod) bool { return m.key == "tcpmultifd" })
+	} else {
 		keys := strings.Split(only, ",")
 		methods = slices.DeleteFunc(methods, func(m benchMethod) bool { return !slices.Contains(keys, m.key) })
 		if len(methods) == 0 {
-			return fmt.Errorf("VIRTRPC_BENCH_ONLY=%s names no method (unix, tcp, qemutls, tunnel, multifd)", only)
+			return fmt.Errorf("VIRTRPC_BENCH_ONLY=%s names no method (unix, tcp, tcpmultifd, qemutls, tunnel, multifd)", only)
 		}
 	}
 	tcp := slices.IndexFunc(methods, func(m benchMethod) bool { return m.key == "tcp" })
@@ -208,13 +215,21 @@ func procCPU(p *qemu.Process) time.Duration {
 	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ 100
 }
 
-// direct migrates QEMU to QEMU over uri, with QEMU's own TLS if tls.
-func (b *bencher) direct(ctx context.Context, uri string, tls bool) (time.Duration, int64, error) {
+// direct migrates QEMU to QEMU over uri, with QEMU's own TLS if tls, with
+// that many multifd channels if channels > 0.
+func (b *bencher) direct(ctx context.Context, uri string, tls bool, channels int) (time.Duration, int64, error) {
 	for _, side := range []struct {
 		p        *qemu.Process
 		endpoint string
 	}{{b.src, "client"}, {b.dst, "server"}} {
 		params := map[string]any{"max-bandwidth": int64(100 << 30)}
+		if channels > 0 {
+			caps := map[string]any{"capabilities": []map[string]any{{"capability": "multifd", "state": true}}}
+			if err := side.p.QMP.Execute(ctx, "migrate-set-capabilities", caps, nil); err != nil {
+				return 0, 0, err
+			}
+			params["multifd-channels"] = channels
+		}
 		if tls {
 			if err := side.p.QMP.Execute(ctx, "object-add", map[string]any{"qom-type": "tls-creds-x509", "id": "tls0",
 				"dir": filepath.Join(b.dir, "qtls"), "endpoint": side.endpoint, "verify-peer": true}, nil); err != nil {

@@ -3,6 +3,7 @@ package migrate
 import (
 	"context"
 	"fmt"
+	"time"
 )
 
 // run is the destination's phase machine for one migration: Prepare, the
@@ -43,10 +44,8 @@ func (in *Incoming) run() {
 	defer stopReport()
 	in.prepared <- prepareResult{cookie: cookie}
 
-	var req finishReq
-	select {
-	case req = <-in.finishReq:
-	case <-in.ctx.Done():
+	req, ok := in.awaitFinish()
+	if !ok {
 		in.meter.stop()
 		in.cleanup(in.failure())
 		return
@@ -94,6 +93,57 @@ func (in *Incoming) run() {
 	if o.err != nil && o.abort { // the source resumes the guest: it must not run here too
 		in.cleanup(o.err)
 	}
+}
+
+// awaitFinish waits for the source's FINISH. A source that prepared and
+// then went silent (no stream opened, no byte for IdleTimeout) fails the
+// migration here: without it, a live but idle connection held the
+// destination's guest, sinks and goroutines for ever.
+func (in *Incoming) awaitFinish() (finishReq, bool) {
+	idle := in.r.opts.IdleTimeout
+	if idle < 0 {
+		select {
+		case req := <-in.finishReq:
+			return req, true
+		case <-in.ctx.Done():
+			return finishReq{}, false
+		}
+	}
+	tick := time.NewTicker(max(idle/4, time.Millisecond))
+	defer tick.Stop()
+	last, since := in.activity(), time.Now()
+	for {
+		select {
+		case req := <-in.finishReq:
+			return req, true
+		case <-in.ctx.Done():
+			return finishReq{}, false
+		case now := <-tick.C:
+			if a := in.activity(); a != last {
+				last, since = a, now
+			} else if now.Sub(since) >= idle {
+				in.fail(&Error{Phase: Perform, Side: Destination,
+					Err: fmt.Errorf("the source sent nothing for %s (ReceiverOptions.IdleTimeout)", idle)})
+			}
+		}
+	}
+}
+
+// activity changes whenever the source does something on the streams: a
+// stream opened or ended, data bytes received.
+func (in *Incoming) activity() int64 {
+	in.mu.Lock()
+	a := int64(in.ended)
+	for _, o := range in.opened {
+		if o {
+			a++
+		}
+	}
+	in.mu.Unlock()
+	for i := range in.meter.counts {
+		a += in.meter.counts[i].Load()
+	}
+	return a
 }
 
 // checkSent compares the data bytes each stream received with what the

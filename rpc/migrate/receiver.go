@@ -50,6 +50,16 @@ type ReceiverOptions struct {
 	// CleanupTimeout bounds the Finish call that cleans up after a
 	// failure. Default 10 s.
 	CleanupTimeout time.Duration
+	// IdleTimeout fails a migration whose source, after Prepare, neither
+	// opens a stream nor sends a byte for this long before its FINISH (a
+	// source that went silent on a live connection). Default 2 min;
+	// negative: wait for ever.
+	IdleTimeout time.Duration
+	// MaxIncoming bounds the migrations incoming at once, over all
+	// connections: each holds its cookie (up to 1 MiB), its streams and
+	// what the driver's Prepare started. More Prepares are refused.
+	// Default 16.
+	MaxIncoming int
 }
 
 // Receiver is the destination host's side of the migration program: it
@@ -78,6 +88,12 @@ func NewReceiver(drv DestinationDriver, opts *ReceiverOptions) *Receiver {
 	}
 	if r.opts.CleanupTimeout <= 0 {
 		r.opts.CleanupTimeout = 10 * time.Second
+	}
+	if r.opts.IdleTimeout == 0 {
+		r.opts.IdleTimeout = 2 * time.Minute
+	}
+	if r.opts.MaxIncoming <= 0 {
+		r.opts.MaxIncoming = 16
 	}
 	return r
 }
@@ -180,6 +196,8 @@ func (r *Receiver) prepare(ctx context.Context, req *rpc.Request) ([]byte, error
 		err = errors.New("the receiver was closed")
 	case r.in[a.ID] != nil:
 		err = fmt.Errorf("migration %s is already incoming", a.ID)
+	case len(r.in) >= r.opts.MaxIncoming:
+		err = fmt.Errorf("%d migrations are already incoming (ReceiverOptions.MaxIncoming)", len(r.in))
 	default:
 		r.in[a.ID] = in
 		delete(r.ended, a.ID)
