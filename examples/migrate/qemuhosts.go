@@ -185,16 +185,27 @@ func (d *qemuDestination) Prepare(ctx context.Context, in *migrate.Incoming) (co
 	if size%(1<<20) != 0 {
 		return nil, nil, fmt.Errorf("qemu: a guest of %d bytes of RAM, not a whole number of MiB", size)
 	}
+	// The size is the source's word: a guest larger than this host would
+	// fill the disk behind its memory file, or the host's memory.
+	if limit := hostRAM(); limit > 0 && size > limit {
+		return nil, nil, fmt.Errorf("qemu: the source announces a guest of %d MiB, more than this host's %d MiB of RAM", size>>20, limit>>20)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	// One migration per destination process: a second Prepare replaced
+	// the first one's QEMU, which then ran on, never killed.
+	if d.dir != "" {
+		return nil, nil, fmt.Errorf("qemu: this destination is already taking a guest (migration %s refused)", in.ID)
+	}
 	dir, err := os.MkdirTemp("", "vmig")
 	if err != nil {
 		return nil, nil, err
 	}
-	d.mu.Lock()
-	defer d.mu.Unlock()
 	d.dir, d.size = dir, size
 	defer func() {
 		if err != nil { // the Receiver calls no Finish after a failed Prepare
 			d.stopLocked()
+			d.dir, d.proc, d.drv = "", nil, nil
 		}
 	}()
 	if d.proc, err = startGuest(ctx, dir, "dst", size>>20, true); err != nil {
