@@ -325,13 +325,22 @@ func TestConnectionInvariants(t *testing.T) {
 					w.problem("conn %d: Err nil after Close", i)
 				}
 			}
-			for _, ctx := range w.ctxs {
+			// Under the lock: Close does not wait for message handlers
+			// either, and one may still be noting its ctx (-race saw it in
+			// "messages flooding while Close").
+			w.mu.Lock()
+			ctxs := append([]context.Context(nil), w.ctxs...)
+			w.mu.Unlock()
+			for _, ctx := range ctxs {
 				if ctx.Err() == nil {
 					w.problem("a handler's ctx is not cancelled after Close")
 					break
 				}
 			}
-			for _, p := range w.problems {
+			w.mu.Lock()
+			problems := append([]string(nil), w.problems...)
+			w.mu.Unlock()
+			for _, p := range problems {
 				t.Error(p)
 			}
 			verifyNoLeak(t, ignore)

@@ -113,9 +113,9 @@ func (s *scheduler) flushOrKick(direct bool) {
 		return
 	}
 	s.writing = true
-	batch, frames, msgs := s.collectLocked(s.batch[:0])
+	batch, frames, replies := s.collectLocked(s.batch[:0])
 	s.mu.Unlock()
-	s.write(batch, frames, msgs) // a failure closes the connection
+	s.write(batch, frames, replies) // a failure closes the connection
 	s.release(batch, nil)
 }
 
@@ -249,11 +249,11 @@ func (s *scheduler) schedule(st *streamcore.Stream, direct bool) {
 		return
 	}
 	s.writing = true
-	batch, frames, msgs := s.collectLocked(s.batch[:0])
+	batch, frames, replies := s.collectLocked(s.batch[:0])
 	s.mu.Unlock()
 
 	var requeue *streamcore.Stream
-	if frames == 0 || s.write(batch, frames, msgs) {
+	if frames == 0 || s.write(batch, frames, replies) {
 		f, more := st.PopFrame()
 		if s.writeData(f) && more {
 			requeue = st
@@ -271,7 +271,7 @@ func (s *scheduler) writeData(f streamcore.Frame) bool {
 	if len(msg) > frame.Overhead {
 		s.c.stats.streamBytesOut.Add(int64(len(msg) - frame.Overhead))
 	}
-	ok := s.write(msg, 1, 0)
+	ok := s.write(msg, 1, false)
 	f.Done()
 	return ok
 }
@@ -332,7 +332,7 @@ func (s *scheduler) run() {
 			return
 		}
 		s.writing = true
-		batch, frames, msgs := s.collectLocked(s.batch[:0])
+		batch, frames, replies := s.collectLocked(s.batch[:0])
 		var st *streamcore.Stream
 		if len(batch) == 0 {
 			st = s.ready[0]
@@ -345,7 +345,7 @@ func (s *scheduler) run() {
 		var requeue *streamcore.Stream
 		ok := true
 		if st == nil {
-			ok = s.write(batch, frames, msgs)
+			ok = s.write(batch, frames, replies)
 		} else {
 			f, more := st.PopFrame()
 			ok = s.writeData(f)
@@ -361,17 +361,16 @@ func (s *scheduler) run() {
 }
 
 // collectLocked appends every queued control message and as many calls as
-// fit a batch to b; it returns the batch, its frames, and how many of them
-// are calls, replies or messages (not control).
+// fit a batch to b; it returns the batch, its frames, and whether replies
+// (the messages charged to the budget, see queueReply) are among them.
 //
 // What the collected messages were charged to the memory budget is given
 // back by release, once they are written: a batch blocked in Write toward a
 // peer that reads nothing is memory held for it. A large message with
 // nothing before it is written from its own buffer, not copied.
-func (s *scheduler) collectLocked(b []byte) ([]byte, int, int) {
+func (s *scheduler) collectLocked(b []byte) ([]byte, int, bool) {
 	b = append(b, s.ctrl...)
-	ctrl := s.ctrlN
-	frames := ctrl
+	frames := s.ctrlN
 	s.ctrl, s.ctrlN, s.pongQueued = s.ctrl[:0], 0, false
 	if len(b) == 0 && len(s.calls) > 0 && len(s.calls[0].b) > maxBatch {
 		b = s.calls[0].b
@@ -389,7 +388,7 @@ func (s *scheduler) collectLocked(b []byte) ([]byte, int, int) {
 	if frames > 0 {
 		s.space.Broadcast()
 	}
-	return b, frames, frames - ctrl
+	return b, frames, s.inflight > 0 // inflight was 0: the token was free
 }
 
 // popCallLocked drops the first queued call, reply or message, counting
@@ -403,18 +402,18 @@ func (s *scheduler) popCallLocked() {
 	s.inflight += m.cost
 }
 
-// write writes whole messages, msgs of the frames being calls, replies or
-// messages. They are counted before the Write, so that a
+// write writes whole messages, replies among them or not. They are
+// counted before the Write, so that a
 // caller who got the reply to its call sees the call in Stats (the writer can
 // be descheduled between the Write and the count while the reply arrives);
 // after a failed Write the connection is closed, with the batch counted.
 // Only the write token's holder writes, so msgEnd and msgFrames are stored
 // by one goroutine at a time.
-func (s *scheduler) write(b []byte, frames, msgs int) bool {
+func (s *scheduler) write(b []byte, frames int, replies bool) bool {
 	c := s.c
 	nf := c.stats.framesOut.Add(int64(frames))
 	nb := c.stats.bytesOut.Add(int64(len(b)))
-	if msgs > 0 { // where the last reply ends, for sockCheck
+	if replies { // where the last reply ends, for sockCheck
 		c.stats.msgEnd.Store(nb)
 		c.stats.msgFrames.Store(nf)
 	}

@@ -9,7 +9,7 @@ type statCounters struct {
 	streamsOpened                 atomic.Int64
 	pingsOut                      atomic.Int64
 	pingSent                      atomic.Int64 // unix nanos of an unanswered ping
-	msgEnd, msgFrames             atomic.Int64 // bytesOut and framesOut after the last call, reply or message written
+	msgEnd, msgFrames             atomic.Int64 // bytesOut and framesOut after the last reply written
 }
 
 // Stats are a connection's counters since it started. A message counts as
