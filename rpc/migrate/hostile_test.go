@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"runtime"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/virtrpc/virtrpc/frame"
+	"github.com/virtrpc/virtrpc/frame/xdr"
 	"github.com/virtrpc/virtrpc/rpc"
 	"github.com/virtrpc/virtrpc/rpc/migrate"
 	"github.com/virtrpc/virtrpc/stream"
@@ -189,4 +191,91 @@ func openAndWrite(t *testing.T, c *rpc.Conn, data []byte) *stream.Stream {
 	_, err = st.Write(data)
 	require.NoError(t, err)
 	return st
+}
+
+// rawPeer speaks libvirt's framing by hand to a destination served over
+// net.Pipe, so that a test chooses the serials and the order of calls.
+type rawPeer struct {
+	c  net.Conn
+	fr *frame.Reader
+}
+
+func newRawPeer(t *testing.T, rcv *migrate.Receiver) *rawPeer {
+	t.Helper()
+	cc, sc := net.Pipe()
+	mux := rpc.NewMux()
+	rcv.Register(mux)
+	dst := rpc.Server(sc, &rpc.Options{Handlers: mux, Negotiation: rpc.CompatOnly})
+	t.Cleanup(func() {
+		_ = cc.Close()
+		_ = dst.Close()
+		<-dst.Done()
+	})
+	return &rawPeer{c: cc, fr: frame.NewReader(cc, nil)}
+}
+
+// call sends one call with serial and returns its reply's error, if any.
+func (p *rawPeer) call(t *testing.T, proc rpc.Procedure, serial uint32, args any) error {
+	t.Helper()
+	payload, err := xdr.Marshal(args)
+	require.NoError(t, err)
+	h := frame.Header{Prog: proc.Prog, Vers: proc.Vers, Proc: proc.Proc, Type: frame.TypeCall, Serial: serial}
+	_, err = p.c.Write(frame.Append(nil, h, payload))
+	require.NoError(t, err)
+	rh, _, err := p.fr.Next()
+	require.NoError(t, err)
+	require.Equal(t, serial, rh.Serial)
+	body, err := p.fr.Payload()
+	require.NoError(t, err)
+	if rh.Status == frame.StatusError {
+		fe, err := frame.DecodeError(body)
+		require.NoError(t, err)
+		return fe
+	}
+	return nil
+}
+
+type rawOutcome struct {
+	ID     string
+	Failed *struct {
+		Phase  int32
+		Side   int32
+		Reason string
+	}
+}
+
+// A source cancels while its PREPARE is on the way: its ABORT (a later
+// serial) is served first, since handlers run concurrently. Before, the
+// ABORT found no migration and was taken for one that failed in Begin; the
+// PREPARE served next started the migration anyway (the driver's Prepare:
+// a QEMU, in the real driver) for a source that had gone, and it stayed
+// incoming until the connection closed. Now that PREPARE is refused. A
+// later PREPARE of the same ID (a retry after a Begin failure) is served.
+func TestAbortOvertakesPrepare(t *testing.T) {
+	drv := &dstDriver{}
+	rec := newDoneRecorder()
+	rcv := migrate.NewReceiver(drv, &migrate.ReceiverOptions{OnDone: rec.onDone, IdleTimeout: -1})
+	t.Cleanup(func() { _ = rcv.Close() })
+	p := newRawPeer(t, rcv)
+
+	abort := rawOutcome{ID: "raced"}
+	abort.Failed = &struct {
+		Phase  int32
+		Side   int32
+		Reason string
+	}{int32(migrate.Prepare), int32(migrate.Source), "cancelled: context canceled"}
+	require.NoError(t, p.call(t, migrate.ProcAbort, 2, abort))
+	requireMigrateError(t, rec.wait(t, "raced"), migrate.Prepare, migrate.Source, "cancelled: context canceled")
+
+	prep := rawPrepare{ID: "raced", Cookie: []byte("c"), Streams: []rawStream{{Name: "main"}}}
+	err := p.call(t, migrate.ProcPrepare, 1, prep)
+	requireWireFailure(t, err, migrate.Prepare, migrate.Destination, "the source aborted migration raced before its Prepare arrived")
+	require.Nil(t, rcv.Incoming("raced"), "a migration incoming for a source that aborted it")
+	drv.mu.Lock()
+	require.Nil(t, drv.incoming, "the driver's Prepare ran for an aborted migration")
+	drv.mu.Unlock()
+
+	// The same ID again, sent after the ABORT: a new migration.
+	require.NoError(t, p.call(t, migrate.ProcPrepare, 3, prep))
+	require.NotNil(t, rcv.Incoming("raced"))
 }

@@ -73,8 +73,19 @@ type Receiver struct {
 	mu     sync.Mutex
 	closed bool
 	in     map[string]*Incoming
-	ended  map[string]*Error // recent outcomes, for a late WATCH or ABORT
-	order  []string          // of ended, oldest first
+	ended  map[string]ended // recent outcomes, for a late WATCH or ABORT
+	order  []string         // of ended, oldest first
+}
+
+// ended is how a migration ended. An ABORT that arrived before its
+// migration's PREPARE was served (the source cancelled while its PREPARE
+// was on the way: handlers run concurrently) keeps its connection and
+// serial, so that the PREPARE sent before it is refused, not served to a
+// source that has gone.
+type ended struct {
+	err         *Error
+	abortConn   *rpc.Conn
+	abortSerial uint32
 }
 
 // remembered is how many ended migrations a Receiver remembers.
@@ -82,7 +93,7 @@ const remembered = 64
 
 // NewReceiver returns a Receiver that drives drv.
 func NewReceiver(drv DestinationDriver, opts *ReceiverOptions) *Receiver {
-	r := &Receiver{drv: drv, in: map[string]*Incoming{}, ended: map[string]*Error{}}
+	r := &Receiver{drv: drv, in: map[string]*Incoming{}, ended: map[string]ended{}}
 	if opts != nil {
 		r.opts = *opts
 	}
@@ -152,9 +163,9 @@ func (r *Receiver) lookup(id string, p Phase) (*Incoming, *Error) {
 	if in := r.in[id]; in != nil {
 		return in, nil
 	}
-	if e, ok := r.ended[id]; ok {
-		if e != nil {
-			return nil, e
+	if ent, ok := r.ended[id]; ok {
+		if ent.err != nil {
+			return nil, ent.err
 		}
 		return nil, &Error{Phase: p, Side: Destination, Err: fmt.Errorf("migration %s is over", id)}
 	}
@@ -166,7 +177,7 @@ func (r *Receiver) rememberLocked(id string, e *Error) {
 	if _, ok := r.ended[id]; !ok {
 		r.order = append(r.order, id)
 	}
-	r.ended[id] = e
+	r.ended[id] = ended{err: e}
 	for len(r.order) > remembered {
 		delete(r.ended, r.order[0])
 		r.order = r.order[1:]
@@ -196,6 +207,8 @@ func (r *Receiver) prepare(ctx context.Context, req *rpc.Request) ([]byte, error
 		err = errors.New("the receiver was closed")
 	case r.in[a.ID] != nil:
 		err = fmt.Errorf("migration %s is already incoming", a.ID)
+	case r.abortedBeforeLocked(a.ID, req):
+		err = fmt.Errorf("the source aborted migration %s before its Prepare arrived: %v", a.ID, r.ended[a.ID].err)
 	case len(r.in) >= r.opts.MaxIncoming:
 		err = fmt.Errorf("%d migrations are already incoming (ReceiverOptions.MaxIncoming)", len(r.in))
 	default:
@@ -309,6 +322,7 @@ func (r *Receiver) outcome(req *rpc.Request, abort bool) ([]byte, error) {
 		// A migration that failed before its Prepare (in Begin): nothing
 		// to clean up, but the destination hears of it.
 		r.rememberLocked(a.ID, e)
+		r.ended[a.ID] = ended{err: e, abortConn: req.Conn(), abortSerial: req.Header.Serial}
 		r.mu.Unlock()
 		if r.opts.OnDone != nil {
 			r.opts.OnDone(&Incoming{ID: a.ID}, e)
@@ -320,6 +334,13 @@ func (r *Receiver) outcome(req *rpc.Request, abort bool) ([]byte, error) {
 		in.outcome(e, abort)
 	}
 	return nil, nil
+}
+
+// abortedBeforeLocked reports whether the source aborted migration id, on
+// req's connection, in a call it sent after req.
+func (r *Receiver) abortedBeforeLocked(id string, req *rpc.Request) bool {
+	ent, ok := r.ended[id]
+	return ok && ent.abortConn != nil && ent.abortConn == req.Conn() && ent.abortSerial > req.Header.Serial
 }
 
 // acceptTunnel opens the stream of a TUNNEL call (the one place the
