@@ -279,3 +279,39 @@ func TestAbortOvertakesPrepare(t *testing.T) {
 	require.NoError(t, p.call(t, migrate.ProcPrepare, 3, prep))
 	require.NotNil(t, rcv.Incoming("raced"))
 }
+
+// A source that sends its outcome out of order: CONFIRM of success before
+// any FINISH, or ABORT without a failure, then hangs up. Before, either
+// marked the migration settled, so the lost connection (and the idle
+// watch, and Receiver.Close) no longer failed it: the destination held
+// it, and its driver's Prepare, for ever, and Close never returned.
+func TestOutcomeOutOfOrder(t *testing.T) {
+	for _, abort := range []bool{false, true} {
+		name := map[bool]string{false: "confirm before finish", true: "abort without failure"}[abort]
+		t.Run(name, func(t *testing.T) {
+			drv := &dstDriver{}
+			rec := newDoneRecorder()
+			l := newLink(t, drv, &migrate.ReceiverOptions{OnDone: rec.onDone, IdleTimeout: -1}, false)
+			ctx := context.Background()
+			require.NoError(t, rawPrepareCall(ctx, l.src, "early", []byte("c"), 1))
+			proc := migrate.ProcConfirm
+			if abort {
+				proc = migrate.ProcAbort
+			}
+			callErr := l.src.CallXDR(ctx, proc, rawOutcome{ID: "early"}, nil)
+			require.NoError(t, l.src.Close())
+			err := rec.wait(t, "early")
+			if abort {
+				require.NoError(t, callErr)
+				requireMigrateError(t, err, migrate.Perform, migrate.Source, "the source aborted the migration")
+			} else {
+				requireWireFailure(t, callErr, migrate.Perform, migrate.Destination, "the source confirmed before its Finish")
+				requireMigrateError(t, err, migrate.Perform, migrate.Destination, "the source confirmed before its Finish")
+			}
+			calls := drv.finishCalls()
+			require.Len(t, calls, 1)
+			require.ErrorIs(t, calls[0], err)
+			require.NoError(t, l.rcv.Close())
+		})
+	}
+}
