@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"runtime"
 	"testing"
@@ -314,4 +315,25 @@ func TestOutcomeOutOfOrder(t *testing.T) {
 			require.NoError(t, l.rcv.Close())
 		})
 	}
+}
+
+// Stream sizes are the source's word. Before, a negative size was taken
+// (and counted as known by nothing), sizes whose sum overflows int64 made
+// the total negative, and a remaining time beyond int64 nanoseconds was
+// whatever the float conversion gave.
+func TestHostileSizes(t *testing.T) {
+	l := newLink(t, &dstDriver{}, nil, false)
+	ctx := context.Background()
+	for _, sizes := range [][]int64{{-1}, {1 << 62, 1 << 62}, {math.MaxInt64}} {
+		a := rawPrepare{ID: fmt.Sprint("sizes", sizes[0]), Cookie: []byte("c")}
+		for i, s := range sizes {
+			a.Streams = append(a.Streams, rawStream{Name: fmt.Sprint("s", i), Size: s})
+		}
+		err := l.src.CallXDR(ctx, migrate.ProcPrepare, a, nil)
+		requireWireFailure(t, err, migrate.Prepare, migrate.Destination, "bytes (0 is unknown; all streams together at most")
+		require.Nil(t, l.rcv.Incoming(a.ID))
+	}
+	long := migrate.Remaining(migrate.StreamProgress{Bytes: 1, Size: 1 << 60, Rate: 1e-3})
+	require.Equal(t, 100*365*24*time.Hour, long, "a remaining time past int64 nanoseconds")
+	require.Equal(t, 2*time.Second, migrate.Remaining(migrate.StreamProgress{Bytes: 10, Size: 30, Rate: 10}))
 }
