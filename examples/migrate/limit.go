@@ -43,20 +43,30 @@ func limitBySignal(mig *migrate.Outgoing, w io.Writer) (stop func()) {
 		defer close(done)
 		for sig := range ch {
 			p := mig.Progress()
-			limit := p.Limit
-			switch {
-			case sig == syscall.SIGUSR1 && limit > 0:
-				limit *= 2
-			case sig == syscall.SIGUSR2 && limit > 0:
-				limit /= 2
-			case sig == syscall.SIGUSR2:
-				limit = max(int64(p.Total.Rate/2), 1<<20)
-			}
+			limit := nextLimit(sig == syscall.SIGUSR1, p.Limit, p.Total.Rate)
 			mig.SetLimit(limit)
 			fmt.Fprintf(w, "\nlimit     %.1f MB/s\n", float64(limit)/1e6)
 		}
 	}()
 	return func() { signal.Stop(ch); close(ch); <-done }
+}
+
+// The limits the signals move between: halving never reaches 0, which
+// rpc/migrate takes for no limit, and doubling never overflows.
+const minLimit, maxLimit = 1 << 20, 1 << 40
+
+// nextLimit is the limit after a SIGUSR1 (up) or SIGUSR2, from the limit in
+// force (0: none) and the current rate.
+func nextLimit(up bool, limit int64, rate float64) int64 {
+	switch {
+	case up && limit > 0:
+		return min(limit*2, max(limit, maxLimit))
+	case up:
+		return 0
+	case limit > 0:
+		return max(limit/2, min(limit, minLimit))
+	}
+	return min(max(int64(rate/2), minLimit), maxLimit)
 }
 
 func progressOrDiscard(w io.Writer) io.Writer {

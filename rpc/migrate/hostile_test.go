@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"runtime"
 	"testing"
@@ -278,4 +279,61 @@ func TestAbortOvertakesPrepare(t *testing.T) {
 	// The same ID again, sent after the ABORT: a new migration.
 	require.NoError(t, p.call(t, migrate.ProcPrepare, 3, prep))
 	require.NotNil(t, rcv.Incoming("raced"))
+}
+
+// A source that sends its outcome out of order: CONFIRM of success before
+// any FINISH, or ABORT without a failure, then hangs up. Before, either
+// marked the migration settled, so the lost connection (and the idle
+// watch, and Receiver.Close) no longer failed it: the destination held
+// it, and its driver's Prepare, for ever, and Close never returned.
+func TestOutcomeOutOfOrder(t *testing.T) {
+	for _, abort := range []bool{false, true} {
+		name := map[bool]string{false: "confirm before finish", true: "abort without failure"}[abort]
+		t.Run(name, func(t *testing.T) {
+			drv := &dstDriver{}
+			rec := newDoneRecorder()
+			l := newLink(t, drv, &migrate.ReceiverOptions{OnDone: rec.onDone, IdleTimeout: -1}, false)
+			ctx := context.Background()
+			require.NoError(t, rawPrepareCall(ctx, l.src, "early", []byte("c"), 1))
+			proc := migrate.ProcConfirm
+			if abort {
+				proc = migrate.ProcAbort
+			}
+			callErr := l.src.CallXDR(ctx, proc, rawOutcome{ID: "early"}, nil)
+			require.NoError(t, l.src.Close())
+			err := rec.wait(t, "early")
+			if abort {
+				require.NoError(t, callErr)
+				requireMigrateError(t, err, migrate.Perform, migrate.Source, "the source aborted the migration")
+			} else {
+				requireWireFailure(t, callErr, migrate.Perform, migrate.Destination, "the source confirmed before its Finish")
+				requireMigrateError(t, err, migrate.Perform, migrate.Destination, "the source confirmed before its Finish")
+			}
+			calls := drv.finishCalls()
+			require.Len(t, calls, 1)
+			require.ErrorIs(t, calls[0], err)
+			require.NoError(t, l.rcv.Close())
+		})
+	}
+}
+
+// Stream sizes are the source's word. Before, a negative size was taken
+// (and counted as known by nothing), sizes whose sum overflows int64 made
+// the total negative, and a remaining time beyond int64 nanoseconds was
+// whatever the float conversion gave.
+func TestHostileSizes(t *testing.T) {
+	l := newLink(t, &dstDriver{}, nil, false)
+	ctx := context.Background()
+	for _, sizes := range [][]int64{{-1}, {1 << 62, 1 << 62}, {math.MaxInt64}} {
+		a := rawPrepare{ID: fmt.Sprint("sizes", sizes[0]), Cookie: []byte("c")}
+		for i, s := range sizes {
+			a.Streams = append(a.Streams, rawStream{Name: fmt.Sprint("s", i), Size: s})
+		}
+		err := l.src.CallXDR(ctx, migrate.ProcPrepare, a, nil)
+		requireWireFailure(t, err, migrate.Prepare, migrate.Destination, "bytes (0 is unknown; all streams together at most")
+		require.Nil(t, l.rcv.Incoming(a.ID))
+	}
+	long := migrate.Remaining(migrate.StreamProgress{Bytes: 1, Size: 1 << 60, Rate: 1e-3})
+	require.Equal(t, 100*365*24*time.Hour, long, "a remaining time past int64 nanoseconds")
+	require.Equal(t, 2*time.Second, migrate.Remaining(migrate.StreamProgress{Bytes: 10, Size: 30, Rate: 10}))
 }

@@ -221,8 +221,17 @@ func (in *Incoming) receive(st *stream.Stream, i int, sink io.Writer) {
 	in.mu.Unlock()
 }
 
-// outcome hands the source's CONFIRM or ABORT to run.
-func (in *Incoming) outcome(e *Error, abort bool) {
+// outcome hands the source's CONFIRM or ABORT to run. Only an outcome
+// in its place settles the migration (later failures are then no
+// failures): a CONFIRM of success before this host's Finish succeeded is
+// a failure, and an ABORT always carries one.
+func (in *Incoming) outcome(e *Error, abort bool) *Error {
+	if abort && e == nil {
+		e = &Error{Phase: in.Phase(), Side: Source, Err: errors.New("the source aborted the migration")}
+	}
+	if !abort && e == nil && in.Phase() != Confirm {
+		return in.fail(&Error{Phase: in.Phase(), Side: Destination, Err: errors.New("the source confirmed before its Finish")})
+	}
 	in.mu.Lock()
 	in.settled = true
 	in.mu.Unlock()
@@ -233,4 +242,5 @@ func (in *Incoming) outcome(e *Error, abort bool) {
 	if e != nil {
 		in.record(e, true) // the streams stop at once
 	}
+	return nil
 }

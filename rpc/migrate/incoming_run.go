@@ -82,9 +82,9 @@ func (in *Incoming) run() {
 		in.cleanup(e)
 		return
 	}
+	in.setPhase(Confirm) // before the reply: the source's CONFIRM may follow it at once
 	req.reply <- finishResult{cookie: cookie}
 
-	in.setPhase(Confirm)
 	var o outcome
 	select {
 	case o = <-in.outcomes:

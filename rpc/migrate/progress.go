@@ -175,8 +175,15 @@ func remaining(sp StreamProgress) time.Duration {
 	if sp.Done || sp.Size <= 0 || sp.Rate <= 0 || sp.Bytes >= sp.Size {
 		return 0
 	}
-	return time.Duration(float64(sp.Size-sp.Bytes) / sp.Rate * float64(time.Second))
+	secs := float64(sp.Size-sp.Bytes) / sp.Rate
+	if secs >= maxRemaining.Seconds() { // a float beyond int64 converts to anything
+		return maxRemaining
+	}
+	return time.Duration(secs * float64(time.Second))
 }
+
+// maxRemaining is the longest remaining time reported: a century.
+const maxRemaining = 100 * 365 * 24 * time.Hour
 
 // report samples m every sampleEvery and calls fn (if not nil) every
 // interval (default 1 s) until stop is called, then once more.

@@ -2,6 +2,7 @@ package migrate
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"sync/atomic"
 
@@ -47,7 +48,13 @@ type meteredReader struct {
 	r     io.Reader
 	n     *atomic.Int64
 	limit *bucket
+	empty int // Reads in a row that returned neither data nor an error
 }
+
+// maxEmptyReads is how many (0, nil) Reads in a row a source reader may
+// return (as bufio allows): the pump would spin on such a reader for ever,
+// deaf to its stream and its ctx.
+const maxEmptyReads = 100
 
 func (m *meteredReader) Read(p []byte) (int, error) {
 	if limit := m.limit.Limit(); limit > 0 {
@@ -57,6 +64,13 @@ func (m *meteredReader) Read(p []byte) (int, error) {
 		p = p[:min(len(p), max(int(limit/100), 16<<10))]
 	}
 	n, err := m.r.Read(p)
+	if n == 0 && err == nil && len(p) > 0 {
+		if m.empty++; m.empty >= maxEmptyReads {
+			return 0, fmt.Errorf("the reader returned no data and no error %d times: %w", m.empty, io.ErrNoProgress)
+		}
+		return 0, nil
+	}
+	m.empty = 0
 	if n > 0 {
 		if werr := m.limit.take(m.ctx, n); werr != nil {
 			return 0, werr

@@ -331,7 +331,9 @@ func (r *Receiver) outcome(req *rpc.Request, abort bool) ([]byte, error) {
 	}
 	r.mu.Unlock()
 	if in != nil {
-		in.outcome(e, abort)
+		if err := in.outcome(e, abort); err != nil {
+			return nil, err.wire()
+		}
 	}
 	return nil, nil
 }

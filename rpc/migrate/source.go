@@ -262,11 +262,18 @@ func checkPlan(p Plan) error {
 		return fmt.Errorf("the cookie has %d bytes, more than %d", len(p.Cookie), maxCookie)
 	}
 	seen := map[string]bool{}
+	var total int64
 	for _, s := range p.Streams {
 		if s.Name == "" || len(s.Name) > 256 || seen[s.Name] {
 			return fmt.Errorf("stream name %q: empty, too long or not unique", s.Name)
 		}
 		seen[s.Name] = true
+		// Sizes are the source's word: a negative one, or a sum that
+		// overflows, made the progress's total and remaining time nonsense.
+		if s.Size < 0 || s.Size > maxSize-total {
+			return fmt.Errorf("stream %s: a size of %d bytes (0 is unknown; all streams together at most %d)", s.Name, s.Size, int64(maxSize))
+		}
+		total += s.Size
 	}
 	return nil
 }

@@ -23,6 +23,7 @@ const (
 	maxStreams = 64
 	maxCookie  = 1 << 20
 	maxID      = 256
+	maxSize    = 1 << 60 // bytes, all streams' sizes together
 )
 
 // XDR payloads of the procedures.
