@@ -71,6 +71,7 @@ type Conn struct {
 	stats  statCounters
 	sockIn func() (int64, bool) // the socket's receive queue (sockq_linux.go); nil if unknown
 	sockq  func() (int64, bool) // the socket's send queue; nil if unknown
+	acked  func() (int64, bool) // bytes the peer's TCP acknowledged; nil if unknown
 }
 
 // Client starts a connection on the dialing side of nc and, unless the
@@ -172,6 +173,7 @@ func newConnIn(nc net.Conn, opts *Options, isServer bool, adm *admission) *Conn 
 	}
 	c.enc = frame.Encoder{Max: c.cfg.MaxMessage}
 	c.sockIn, c.sockq = socketQueues(nc)
+	c.acked = socketAcked(nc)
 	c.budget = streamcore.NewBudget(int64(c.cfg.ConnectionWindow))
 	c.adm = adm
 	var server *serverBudget

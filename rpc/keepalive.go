@@ -30,7 +30,8 @@ func (c *Conn) gotPong() {
 
 // keepalive pings after an interval of silence and declares the peer dead
 // after interval × (count + 1) without receiving anything, as libvirt does,
-// and not before a ping has gone unanswered for an interval.
+// and not before a ping has gone unanswered for an interval, nor while the
+// peer keeps taking what we write (sendProgress).
 // It also reaps a peer that crawls through a message (slowCheck) or
 // leaves its replies unread (stallCheck); either job may be disabled.
 func (c *Conn) keepalive() {
@@ -47,6 +48,7 @@ func (c *Conn) keepalive() {
 	tick := time.NewTicker(max(period, time.Millisecond))
 	defer tick.Stop()
 	var lastPing time.Time
+	var sent sendProgress
 	var slow slowCheck
 	var stall stallCheck
 	var sock sockCheck
@@ -85,11 +87,15 @@ func (c *Conn) keepalive() {
 			// process starved, stopped, or a loaded machine) would close
 			// a live peer that was never pinged; libvirt too counts
 			// unanswered pings, not time alone.
+			// A peer whose pong waits behind the megabytes we are
+			// streaming to it is reading them: while what we write keeps
+			// going out, it is alive (see sendProgress).
 			routing := c.routing.Load()
 			recv := c.lastRecv.Load()
 			idle := now.Sub(time.Unix(0, recv))
 			asked := !lastPing.IsZero() && lastPing.UnixNano() > recv && now.Sub(lastPing) >= interval
-			if idle >= deadAfter && !routing && asked {
+			reading := now.Sub(sent.update(c, now)) < deadAfter
+			if idle >= deadAfter && !routing && asked && !reading {
 				c.closeWith(ErrKeepaliveTimeout)
 				return
 			}
@@ -109,4 +115,40 @@ func (c *Conn) keepaliveTick(now time.Time) {
 	}
 	c.sendKeepalive(frame.KeepalivePing, false) // never block the timer on a write
 	c.stats.pingsOut.Add(1)
+}
+
+// keepaliveProgress is how far our writes must advance for keepalive to
+// count them as the peer's sign of life: a frame, far more than the pings
+// and pongs a dead peer's kernel would still take in.
+const keepaliveProgress = 64 << 10
+
+// sendProgress tracks when our writes last advanced by keepaliveProgress.
+// A peer that only receives (a download, a migration destination) sends
+// nothing but pongs, and its pong to our ping arrives only after it has
+// read all the data queued ahead of it, which on a loaded machine or a
+// slow link can take longer than the keepalive deadline. Writes that keep
+// going out mean the peer keeps reading: one that stops (dead, hung, or
+// never reading) fills the socket buffers, our writes stop, and the
+// deadline runs from then.
+type sendProgress struct {
+	mark int64
+	at   time.Time
+}
+
+// update returns when the writes last advanced: the bytes the peer's TCP
+// acknowledged where the kernel says (a large Write blocked on a slow
+// reader advances bit by bit), else the bytes we wrote (bytesOut counts a
+// Write whole when it starts, so there a Write that takes longer than the
+// deadline to go out is not seen to advance).
+func (p *sendProgress) update(c *Conn, now time.Time) time.Time {
+	out := c.stats.bytesOut.Load()
+	if c.acked != nil {
+		if n, ok := c.acked(); ok {
+			out = n
+		}
+	}
+	if out-p.mark >= keepaliveProgress {
+		p.mark, p.at = out, now
+	}
+	return p.at
 }

@@ -36,3 +36,25 @@ func socketQueues(nc net.Conn) (in, out func() (int64, bool)) {
 	}
 	return queue(unix.SIOCINQ), queue(unix.SIOCOUTQ)
 }
+
+// socketAcked returns a function reporting how many bytes the peer's kernel
+// has acknowledged on the TCP socket under nc (TCP_INFO's bytes_acked), or
+// nil if nc is no TCP socket. keepalive counts what the peer keeps taking
+// as its sign of life (sendProgress).
+func socketAcked(nc net.Conn) func() (int64, bool) {
+	if _, ok := innermost(nc).(*net.TCPConn); !ok {
+		return nil
+	}
+	rc, err := innermost(nc).(syscall.Conn).SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return func() (int64, bool) {
+		var info *unix.TCPInfo
+		var ierr error
+		if err := rc.Control(func(fd uintptr) { info, ierr = unix.GetsockoptTCPInfo(int(fd), unix.IPPROTO_TCP, unix.TCP_INFO) }); err != nil || ierr != nil {
+			return 0, false
+		}
+		return int64(info.Bytes_acked), true
+	}
+}
