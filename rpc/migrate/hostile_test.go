@@ -380,3 +380,16 @@ func TestOtherConnectionCannotDriveAMigration(t *testing.T) {
 	// The owner still drives it.
 	require.NoError(t, owner.call(t, migrate.ProcTunnel, 2, rawTunnel{ID: "vm", Index: 0}))
 }
+
+// A PREPARE over the wire limits fails cleanly, before anything of it is
+// kept: thousands of streams, a cookie over 1 MiB.
+func TestHostilePrepareOverLimits(t *testing.T) {
+	l := newLink(t, &dstDriver{}, nil, false)
+	ctx := context.Background()
+	err := rawPrepareCall(ctx, l.src, "many", []byte("c"), 5000)
+	requireWireFailure(t, err, migrate.Prepare, migrate.Destination, "Streams: length over limit: count 5000 > 64")
+	err = rawPrepareCall(ctx, l.src, "cookie", make([]byte, 2<<20), 1)
+	requireWireFailure(t, err, migrate.Prepare, migrate.Destination, "Cookie: length over limit: 2097152 > 1048576")
+	require.Nil(t, l.rcv.Incoming("many"))
+	require.Nil(t, l.rcv.Incoming("cookie"))
+}
