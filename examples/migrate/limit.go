@@ -53,7 +53,7 @@ func limitBySignal(mig *migrate.Outgoing, w io.Writer) (stop func()) {
 
 // The limits the signals move between: halving never reaches 0, which
 // rpc/migrate takes for no limit, and doubling never overflows.
-const minLimit, maxLimit = 1 << 20, 1 << 40
+const minLimit, maxLimit int64 = 1 << 20, 1 << 40
 
 // nextLimit is the limit after a SIGUSR1 (up) or SIGUSR2, from the limit in
 // force (0: none) and the current rate.

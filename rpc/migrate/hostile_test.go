@@ -337,3 +337,46 @@ func TestHostileSizes(t *testing.T) {
 	require.Equal(t, 100*365*24*time.Hour, long, "a remaining time past int64 nanoseconds")
 	require.Equal(t, 2*time.Second, migrate.Remaining(migrate.StreamProgress{Bytes: 10, Size: 30, Rate: 10}))
 }
+
+// Another peer of the destination that knows a migration's ID (the main
+// job's is always guest-01). Before, every call found a migration by its
+// ID alone: a second connection could open the migration's streams and
+// write into the guest, or abort or finish it.
+func TestOtherConnectionCannotDriveAMigration(t *testing.T) {
+	drv := &dstDriver{}
+	rec := newDoneRecorder()
+	rcv := migrate.NewReceiver(drv, &migrate.ReceiverOptions{OnDone: rec.onDone, IdleTimeout: -1})
+	t.Cleanup(func() { _ = rcv.Close() })
+	owner, other := newRawPeer(t, rcv), newRawPeer(t, rcv)
+
+	prep := rawPrepare{ID: "vm", Cookie: []byte("c"), Streams: []rawStream{{Name: "main"}}}
+	require.NoError(t, owner.call(t, migrate.ProcPrepare, 1, prep))
+	in := rcv.Incoming("vm")
+	require.NotNil(t, in)
+
+	abort := rawOutcome{ID: "vm"}
+	abort.Failed = &struct {
+		Phase  int32
+		Side   int32
+		Reason string
+	}{int32(migrate.Perform), int32(migrate.Source), "hijacked"}
+	for i, c := range []struct {
+		proc  rpc.Procedure
+		args  any
+		phase migrate.Phase
+	}{
+		{migrate.ProcTunnel, rawTunnel{ID: "vm", Index: 0}, migrate.Prepare},
+		{migrate.ProcFinish, rawFinish{ID: "vm", Sent: []int64{0}}, migrate.Finish},
+		{migrate.ProcAbort, abort, migrate.Confirm},
+		{migrate.ProcConfirm, rawOutcome{ID: "vm"}, migrate.Confirm},
+		{migrate.ProcWatch, struct{ ID string }{"vm"}, migrate.Perform},
+	} {
+		err := other.call(t, c.proc, uint32(10+i), c.args)
+		requireWireFailure(t, err, c.phase, migrate.Destination, "no migration vm on this connection")
+	}
+	require.Same(t, in, rcv.Incoming("vm"), "the owner's migration was ended by another connection")
+	require.NoError(t, in.Err())
+
+	// The owner still drives it.
+	require.NoError(t, owner.call(t, migrate.ProcTunnel, 2, rawTunnel{ID: "vm", Index: 0}))
+}

@@ -157,11 +157,16 @@ func (r *Receiver) Close() error {
 
 // lookup returns the migration id, or an *Error (phase p, on the
 // destination) saying why there is none.
-func (r *Receiver) lookup(id string, p Phase) (*Incoming, *Error) {
+func (r *Receiver) lookup(id string, p Phase, req *rpc.Request) (*Incoming, *Error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if in := r.in[id]; in != nil {
+	if in := r.in[id]; in != nil && in.conn == req.Conn() {
 		return in, nil
+	} else if in != nil {
+		// Only the connection that prepared a migration may drive it:
+		// another peer that knows its ID must not open its streams (and
+		// write into the guest) or end it.
+		return nil, &Error{Phase: p, Side: Destination, Err: fmt.Errorf("no migration %s on this connection", id)}
 	}
 	if ent, ok := r.ended[id]; ok {
 		if ent.err != nil {
@@ -237,7 +242,7 @@ func (r *Receiver) tunnel(ctx context.Context, req *rpc.Request) ([]byte, error)
 	if err := xdr.Unmarshal(req.Payload, &a); err != nil {
 		return nil, (&Error{Phase: Prepare, Side: Destination, Err: err}).wire()
 	}
-	in, e := r.lookup(a.ID, Prepare)
+	in, e := r.lookup(a.ID, Prepare, req)
 	if e != nil {
 		return nil, e.wire()
 	}
@@ -252,7 +257,7 @@ func (r *Receiver) watch(ctx context.Context, req *rpc.Request) ([]byte, error) 
 	if err := xdr.Unmarshal(req.Payload, &a); err != nil {
 		return nil, (&Error{Phase: Perform, Side: Destination, Err: err}).wire()
 	}
-	in, e := r.lookup(a.ID, Perform)
+	in, e := r.lookup(a.ID, Perform, req)
 	if e != nil {
 		return nil, e.wire()
 	}
@@ -272,7 +277,7 @@ func (r *Receiver) finish(ctx context.Context, req *rpc.Request) ([]byte, error)
 	if err := xdr.Unmarshal(req.Payload, &a); err != nil {
 		return nil, (&Error{Phase: Finish, Side: Destination, Err: err}).wire()
 	}
-	in, e := r.lookup(a.ID, Finish)
+	in, e := r.lookup(a.ID, Finish, req)
 	if e != nil {
 		return nil, e.wire()
 	}
@@ -318,6 +323,10 @@ func (r *Receiver) outcome(req *rpc.Request, abort bool) ([]byte, error) {
 	r.mu.Lock()
 	in := r.in[a.ID]
 	_, known := r.ended[a.ID]
+	if in != nil && in.conn != req.Conn() { // see lookup
+		r.mu.Unlock()
+		return nil, (&Error{Phase: Confirm, Side: Destination, Err: fmt.Errorf("no migration %s on this connection", a.ID)}).wire()
+	}
 	if in == nil && !known && abort && e != nil && len(a.ID) <= maxID {
 		// A migration that failed before its Prepare (in Begin): nothing
 		// to clean up, but the destination hears of it.
