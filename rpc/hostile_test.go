@@ -70,25 +70,40 @@ type hostileEnv struct {
 	addr       string
 	mu         sync.Mutex
 	errs       []error // why each connection the server started closed (not the conns: their buffers would stay live)
-	live, peak atomic.Int64
+	open       map[*rpc.Conn]struct{} // the server's connections not yet seen Done (under mu)
+	peak       atomic.Int64
 	stop       func()
 }
 
 func startHostile(t *testing.T) *hostileEnv {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	e := &hostileEnv{addr: ln.Addr().String()}
+	e := &hostileEnv{addr: ln.Addr().String(), open: map[*rpc.Conn]struct{}{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() {
 		served <- rpc.Serve(ctx, ln, hostileOpts(), func(c *rpc.Conn) {
-			n := e.live.Add(1)
+			// Counted exactly: Serve frees a connection's place only after
+			// its Done is closed, so every connection whose place a new one
+			// may have taken is seen Done here (a goroutine decrementing a
+			// counter on Done lags behind under load and overcounts).
+			e.mu.Lock()
+			for o := range e.open {
+				select {
+				case <-o.Done():
+					delete(e.open, o)
+				default:
+				}
+			}
+			e.open[c] = struct{}{}
+			n := int64(len(e.open))
+			e.mu.Unlock()
 			for p := e.peak.Load(); n > p && !e.peak.CompareAndSwap(p, n); p = e.peak.Load() {
 			}
 			go func() {
 				<-c.Done()
-				e.live.Add(-1)
 				e.mu.Lock()
+				delete(e.open, c)
 				e.errs = append(e.errs, c.Err())
 				e.mu.Unlock()
 			}()
