@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/virtrpc/virtrpc/rpc"
 	"github.com/virtrpc/virtrpc/rpc/migrate"
 )
 
@@ -57,4 +60,68 @@ func TestQEMUDestinationRefusesWhatTheHostCannotHold(t *testing.T) {
 	require.ErrorIs(t, syscall.Kill(first.PID(), 0), syscall.ESRCH, "QEMU %d still runs", first.PID())
 	_, err = os.Stat(dir)
 	require.ErrorIs(t, err, os.ErrNotExist, "the destination's files stay")
+}
+
+// A source that prepares a real QEMU destination and hangs up, or goes
+// silent: the destination's QEMU is killed by its PID, nothing is left
+// incoming, and the files stay only until the destination stops.
+func TestQEMUDestinationSourceGone(t *testing.T) {
+	requireQEMU(t)
+	for _, hangUp := range []bool{true, false} {
+		t.Run(map[bool]string{true: "hangs up", false: "goes silent"}[hangUp], func(t *testing.T) {
+			d := &qemuDestination{out: io.Discard}
+			defer d.stop()
+			ended := make(chan error, 1)
+			idle := time.Second
+			if hangUp {
+				idle = -1 // the lost connection alone ends it
+			}
+			rcv := migrate.NewReceiver(d, &migrate.ReceiverOptions{
+				IdleTimeout: idle,
+				OnDone:      func(in *migrate.Incoming, err error) { ended <- err },
+			})
+			defer rcv.Close()
+			mux := rpc.NewMux()
+			rcv.Register(mux)
+			cc, sc := net.Pipe()
+			srv := rpc.Server(sc, &rpc.Options{Handlers: mux})
+			defer srv.Close()
+			ctx := context.Background()
+			src, err := rpc.Client(ctx, cc, nil)
+			require.NoError(t, err)
+			defer src.Close()
+
+			type stream struct {
+				Name   string
+				Size   int64
+				Sparse bool
+			}
+			args := struct {
+				ID      string
+				Cookie  []byte
+				Streams []stream
+			}{"guest-01", hostileIncoming("", 64<<20).Cookie, []stream{{Name: "main"}}}
+			var ret struct{ Cookie []byte }
+			require.NoError(t, src.CallXDR(ctx, migrate.ProcPrepare, args, &ret))
+			d.mu.Lock()
+			proc := d.proc
+			d.mu.Unlock()
+			require.NotNil(t, proc)
+			if hangUp {
+				require.NoError(t, src.Close())
+			}
+			var me *migrate.Error
+			select {
+			case err := <-ended:
+				require.ErrorAs(t, err, &me)
+				require.Equal(t, migrate.Destination, me.Side, "%v", err)
+				require.Contains(t, err.Error(), map[bool]string{true: "connection to the source lost", false: "the source sent nothing for 1s"}[hangUp])
+			case <-time.After(60 * time.Second):
+				t.Fatal("the destination never ended the migration")
+			}
+			<-proc.Exited()
+			require.ErrorIs(t, syscall.Kill(proc.PID(), 0), syscall.ESRCH, "QEMU %d still runs", proc.PID())
+			require.Nil(t, rcv.Incoming("guest-01"))
+		})
+	}
 }
