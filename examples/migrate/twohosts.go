@@ -40,6 +40,10 @@ func runDestination(ctx context.Context, cfg config, stdout io.Writer) error {
 	}
 	done := make(chan error, 1)
 	rcv := migrate.NewReceiver(dstDrv, &migrate.ReceiverOptions{
+		// One migration: the drivers hold one guest, and a second
+		// Prepare (another peer's) broke the first one's or ended this
+		// process with its own failure.
+		MaxIncoming: 1,
 		OnDone: func(in *migrate.Incoming, err error) {
 			select {
 			case done <- err:
