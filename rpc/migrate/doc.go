@@ -42,6 +42,15 @@
 // the source through a pending WATCH call while its readers block. A lost
 // connection fails the migration on both sides.
 //
+// # A destination on the network
+//
+// What a source announces is bounded before anything is kept (64 streams,
+// 1 MiB cookies, sizes that sum to at most 2^60 bytes), a Receiver holds at
+// most ReceiverOptions.MaxIncoming migrations at once, only the connection
+// that prepared a migration may drive it, calls out of order fail the
+// migration, and a source that goes silent on a live connection for
+// ReceiverOptions.IdleTimeout fails it (the driver's Finish cleans up).
+//
 // # Progress and bandwidth
 //
 // Progress (Outgoing.Progress, Incoming.Progress, or the OnProgress
