@@ -67,12 +67,12 @@ func hostileOpts() *rpc.Options {
 
 // hostileEnv is the server under attack.
 type hostileEnv struct {
-	addr       string
-	mu         sync.Mutex
-	errs       []error // why each connection the server started closed (not the conns: their buffers would stay live)
-	open       map[*rpc.Conn]struct{} // the server's connections not yet seen Done (under mu)
-	peak       atomic.Int64
-	stop       func()
+	addr string
+	mu   sync.Mutex
+	errs []error                // why each connection the server started closed (not the conns: their buffers would stay live)
+	open map[*rpc.Conn]struct{} // the server's connections not yet seen Done (under mu)
+	peak atomic.Int64
+	stop func()
 }
 
 func startHostile(t *testing.T) *hostileEnv {
