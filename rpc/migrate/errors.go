@@ -57,8 +57,11 @@ func (s Side) String() string {
 
 // Error is how every migration failure is reported, on both sides: which
 // phase failed, on which side, and why. A failure of the peer arrives with
-// the peer's Phase and Side and its reason as text (Err then matches the
-// *frame.Error that carried it, with errors.As). Use errors.As(err, &*Error).
+// the peer's Phase and Side and its reason as text (when a reply or a
+// stream abort carried it, Err also matches that *frame.Error with
+// errors.As; a source's ABORT or CONFIRM carries none). The peer's error
+// values do not cross the wire: errors.Is(err, context.Canceled) holds only
+// on the side that was cancelled. Use errors.As(err, &*Error).
 type Error struct {
 	Phase Phase
 	Side  Side
