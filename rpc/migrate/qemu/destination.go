@@ -56,7 +56,20 @@ func NewDestination(qmp *Client, opts DestinationOptions) *Destination {
 
 // Prepare starts QEMU's incoming migration on a unix socket and connects
 // to it once per stream, the main channel first.
-func (d *Destination) Prepare(ctx context.Context, in *migrate.Incoming) ([]byte, []io.Writer, error) {
+//
+// If it fails, QEMU is killed (as Finish kills it when the migration
+// fails): a destination QEMU that cannot take this migration is of no use,
+// and migrate.DestinationDriver's contract is that a failed Prepare has
+// cleaned up, since no Finish follows it.
+func (d *Destination) Prepare(ctx context.Context, in *migrate.Incoming) (cookie []byte, sinks []io.Writer, err error) {
+	defer func() {
+		if err != nil {
+			d.closeConns()
+			if kerr := d.kill(); kerr != nil {
+				err = errors.Join(err, fmt.Errorf("qemu: killing the destination QEMU: %w", kerr))
+			}
+		}
+	}()
 	if d.opts.Dir == "" {
 		return nil, nil, errors.New("qemu: DestinationOptions.Dir is required")
 	}
@@ -75,7 +88,7 @@ func (d *Destination) Prepare(ctx context.Context, in *migrate.Incoming) ([]byte
 	if err := d.qmp.Execute(ctx, "migrate-incoming", map[string]any{"uri": "unix:" + path}, nil); err != nil {
 		return nil, nil, err
 	}
-	sinks := make([]io.Writer, 0, len(in.Streams))
+	sinks = make([]io.Writer, 0, len(in.Streams))
 	for i := range in.Streams {
 		l := &lazySink{chans: &d.chans, path: path}
 		if i == 0 { // the main channel: QEMU's first connection
@@ -89,7 +102,7 @@ func (d *Destination) Prepare(ctx context.Context, in *migrate.Incoming) ([]byte
 	d.mu.Lock()
 	d.stopStatus = stop
 	d.mu.Unlock()
-	cookie, _ := json.Marshal(struct {
+	cookie, _ = json.Marshal(struct {
 		QEMU string `json:"qemu"`
 	}{d.qmp.Version.String()})
 	return cookie, sinks, nil
