@@ -19,8 +19,9 @@ type batchConn struct {
 	net.Conn
 	mu      sync.Mutex
 	batched bool
-	buf     []byte // from batchBufs during a batch, nil outside one
-	err     error  // a failed flush: the TLS stream is cut mid-record for good
+	buf     []byte  // from batchBufs during a batch, nil outside one
+	bufp    *[]byte // what batchBufs lent, returned as it was (no allocation per batch)
+	err     error   // a failed flush: the TLS stream is cut mid-record for good
 }
 
 // maxBatched bounds what a batch holds before it is written anyway, so a
@@ -55,8 +56,9 @@ func (c *batchConn) Write(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	if c.buf == nil {
-		c.buf = (*batchBufs.Get().(*[]byte))[:0]
+	if c.bufp == nil {
+		c.bufp = batchBufs.Get().(*[]byte)
+		c.buf = (*c.bufp)[:0]
 	}
 	c.buf = append(c.buf, p...)
 	return len(p), nil
@@ -81,10 +83,10 @@ func (c *batchConn) FlushWrites() error {
 	if err == nil {
 		err = c.flushLocked()
 	}
-	if c.buf != nil {
-		b := c.buf[:0]
-		c.buf = nil
-		batchBufs.Put(&b)
+	if c.bufp != nil {
+		*c.bufp = c.buf[:0]
+		batchBufs.Put(c.bufp)
+		c.buf, c.bufp = nil, nil
 	}
 	return err
 }
