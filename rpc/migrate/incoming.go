@@ -125,27 +125,40 @@ func (in *Incoming) fail(e *Error) *Error { return in.record(e, false) }
 
 func (in *Incoming) record(e *Error, outcome bool) *Error {
 	in.mu.Lock()
+	e, streams, first := in.recordLocked(e, outcome)
+	in.mu.Unlock()
+	if first {
+		in.stop(e, streams)
+	}
+	return e
+}
+
+// recordLocked keeps e as the migration's failure unless it has one (or
+// is settled and e is no outcome); first says whether it was kept, and
+// then stop must follow with the streams it returns.
+func (in *Incoming) recordLocked(e *Error, outcome bool) (_ *Error, streams []*stream.Stream, first bool) {
 	if in.err != nil || (in.settled && !outcome) {
 		if in.err != nil {
 			e = in.err
 		}
-		in.mu.Unlock()
-		return e
+		return e, nil, false
 	}
 	in.err = e
-	streams := append([]*stream.Stream(nil), in.streams...)
-	in.mu.Unlock()
-	// The streams carry e to the source before the ctx ends: the ctx wakes
-	// run, whose cleanup (the driver's Finish) closes the sinks, and a
-	// stream whose sink failed first would tell the source that instead
-	// (QEMU's "migration channel closed" in place of a cancel's reason).
+	return e, append([]*stream.Stream(nil), in.streams...), true
+}
+
+// stop carries e to the source on the streams, then ends the ctx. The
+// streams go first: the ctx wakes run, whose cleanup (the driver's Finish)
+// closes the sinks, and a stream whose sink failed first would tell the
+// source that instead (QEMU's "migration channel closed" in place of a
+// cancel's reason).
+func (in *Incoming) stop(e *Error, streams []*stream.Stream) {
 	for _, st := range streams {
 		if st != nil {
 			_ = st.CloseWithError(e.wire())
 		}
 	}
 	in.cancel(e)
-	return e
 }
 
 // watchConn fails the migration when the source's connection closes.
@@ -232,15 +245,25 @@ func (in *Incoming) outcome(e *Error, abort bool) *Error {
 	if !abort && e == nil && in.Phase() != Confirm {
 		return in.fail(&Error{Phase: in.Phase(), Side: Destination, Err: errors.New("the source confirmed before its Finish")})
 	}
+	// The failure is kept before run can see the outcome (run then ends
+	// the migration and reports its failure: recorded after the send, a
+	// source's failed Confirm was once reported as success), and the ctx
+	// ends after the send, so that run finds the outcome once its ctx has
+	// ended.
 	in.mu.Lock()
 	in.settled = true
+	var streams []*stream.Stream
+	first := false
+	if e != nil {
+		e, streams, first = in.recordLocked(e, true)
+	}
 	in.mu.Unlock()
-	select { // first, so that run finds it once its ctx has ended
+	select {
 	case in.outcomes <- outcome{err: e, abort: abort}:
 	default:
 	}
-	if e != nil {
-		in.record(e, true) // the streams stop at once
+	if first {
+		in.stop(e, streams) // the streams stop at once
 	}
 	return nil
 }
