@@ -16,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -427,7 +428,16 @@ func TestKeepalive(t *testing.T) {
 		// idle/kaInterval times; half of that leaves room for a slow machine.
 		assert.GreaterOrEqual(t, pings, int(idle/time.Second)/kaInterval/2, "pings from libvirtd")
 
+		// A call that takes seconds means our read loop or writer stalled
+		// (once in CI, the pongs stopped here and this call failed when
+		// libvirtd dropped us): the goroutines then say where.
+		stalled := time.AfterFunc(3*time.Second, func() {
+			var b strings.Builder
+			_ = pprof.Lookup("goroutine").WriteTo(&b, 2)
+			t.Logf("the call after the idle time is still waiting after 3 s; goroutines:\n%s", b.String())
+		})
 		assert.NotEmpty(t, hostname(t, answered), "a call after the idle time")
+		stalled.Stop()
 		closeConn(t, answered) // no more pings: the counts below are final
 		pingsEnd, pongsEnd := rcAnswered.counts(t)
 		assert.LessOrEqual(t, pingsEnd-pongsEnd, 1, "unanswered pings (one may arrive as we close)")
