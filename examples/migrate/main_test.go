@@ -208,24 +208,14 @@ func TestRunTwoHosts(t *testing.T) {
 	for _, compat := range []bool{false, true} {
 		t.Run(map[bool]string{false: "native", true: "compat"}[compat], func(t *testing.T) {
 			pki := t.TempDir()
-			addr := make(chan string, 1)
-			dcfg := config{listen: "127.0.0.1:0", pki: pki, compat: compat, ready: func(a string) { addr <- a }}
-			var dout bytes.Buffer
-			dstErr := make(chan error, 1)
-			go func() { dstErr <- run(context.Background(), dcfg, &dout, io.Discard) }()
-			var a string
-			select {
-			case a = <-addr:
-			case err := <-dstErr:
-				t.Fatalf("destination: %v\n%s", err, &dout)
-			}
+			a, dout, dstErr := startDestination(t, config{listen: "127.0.0.1:0", pki: pki, compat: compat})
 			var sout bytes.Buffer
 			scfg := config{connect: a, pki: pki, compat: compat, size: testSize, seed: 4, quiet: true}
 			if err := run(context.Background(), scfg, &sout, io.Discard); err != nil {
 				t.Fatalf("source: %v\n%s", err, &sout)
 			}
 			if err := <-dstErr; err != nil {
-				t.Fatalf("destination: %v\n%s", err, &dout)
+				t.Fatalf("destination: %v\n%s", err, dout)
 			}
 			mode := map[bool]string{false: "native mode", true: "compat mode"}[compat]
 			for _, want := range []string{mode, "destination verified sha256", "\nverified: 33554432 bytes, "} {
@@ -235,7 +225,7 @@ func TestRunTwoHosts(t *testing.T) {
 			}
 			for _, want := range []string{"wrote a throwaway PKI", "migrated in and running here"} {
 				if !strings.Contains(dout.String(), want) {
-					t.Errorf("destination's stdout lacks %q:\n%s", want, &dout)
+					t.Errorf("destination's stdout lacks %q:\n%s", want, dout)
 				}
 			}
 		})
@@ -258,4 +248,21 @@ func TestRunBench(t *testing.T) {
 		}
 	}
 	t.Log("\n" + stdout.String())
+}
+
+// startDestination runs a destination host (cfg.listen set) on a goroutine
+// and returns its address once it listens, its stdout (read it only after
+// its end) and its end.
+func startDestination(t *testing.T, cfg config) (addr string, out *bytes.Buffer, end chan error) {
+	t.Helper()
+	ready := make(chan string, 1)
+	cfg.ready = func(a string) { ready <- a }
+	out, end = &bytes.Buffer{}, make(chan error, 1)
+	go func() { end <- run(context.Background(), cfg, out, io.Discard) }()
+	select {
+	case addr = <-ready:
+	case err := <-end:
+		t.Fatalf("destination: %v\n%s", err, out)
+	}
+	return addr, out, end
 }

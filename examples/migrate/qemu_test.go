@@ -38,24 +38,14 @@ func TestRunTwoHostsQEMU(t *testing.T) {
 	for _, compat := range []bool{false, true} {
 		t.Run(map[bool]string{false: "native", true: "compat"}[compat], func(t *testing.T) {
 			pki := t.TempDir()
-			addr := make(chan string, 1)
-			dcfg := config{listen: "127.0.0.1:0", pki: pki, compat: compat, qemu: true, ready: func(a string) { addr <- a }}
-			var dout bytes.Buffer
-			dstErr := make(chan error, 1)
-			go func() { dstErr <- run(context.Background(), dcfg, &dout, io.Discard) }()
-			var a string
-			select {
-			case a = <-addr:
-			case err := <-dstErr:
-				t.Fatalf("destination: %v\n%s", err, &dout)
-			}
+			a, dout, dstErr := startDestination(t, config{listen: "127.0.0.1:0", pki: pki, compat: compat, qemu: true})
 			var sout bytes.Buffer
 			scfg := config{connect: a, pki: pki, compat: compat, qemu: true, multifd: 2, size: 64 << 20, seed: 9, quiet: true}
 			if err := run(context.Background(), scfg, &sout, io.Discard); err != nil {
 				t.Fatalf("source: %v\n%s", err, &sout)
 			}
 			if err := <-dstErr; err != nil {
-				t.Fatalf("destination: %v\n%s", err, &dout)
+				t.Fatalf("destination: %v\n%s", err, dout)
 			}
 			mode := map[bool]string{false: "native mode", true: "compat mode"}[compat]
 			for _, want := range []string{mode, "3 streams (main + 2 multifd)", "live: true",
@@ -66,7 +56,7 @@ func TestRunTwoHostsQEMU(t *testing.T) {
 			}
 			for _, want := range []string{"destination pid", "guest RAM identical to the source's on both paused sides", "migrated in and running here"} {
 				if !strings.Contains(dout.String(), want) {
-					t.Errorf("destination's stdout lacks %q:\n%s", want, &dout)
+					t.Errorf("destination's stdout lacks %q:\n%s", want, dout)
 				}
 			}
 			t.Log("\n" + sout.String() + dout.String())

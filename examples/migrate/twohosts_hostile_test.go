@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"testing"
@@ -19,17 +18,7 @@ import (
 // check), and the second's own failure could end the destination.
 func TestListenRefusesASecondMigration(t *testing.T) {
 	pki := t.TempDir()
-	addr := make(chan string, 1)
-	dcfg := config{listen: "127.0.0.1:0", pki: pki, ready: func(a string) { addr <- a }}
-	var dout bytes.Buffer
-	dstErr := make(chan error, 1)
-	go func() { dstErr <- run(context.Background(), dcfg, &dout, io.Discard) }()
-	var a string
-	select {
-	case a = <-addr:
-	case err := <-dstErr:
-		t.Fatalf("destination: %v\n%s", err, &dout)
-	}
+	a, dout, dstErr := startDestination(t, config{listen: "127.0.0.1:0", pki: pki})
 	ctx := context.Background()
 	scfg := config{connect: a, pki: pki, transport: "tls"}
 	cr, err := sourceCreds(scfg)
@@ -64,6 +53,6 @@ func TestListenRefusesASecondMigration(t *testing.T) {
 	case err := <-dstErr:
 		require.ErrorContains(t, err, "connection to the source lost")
 	case <-time.After(60 * time.Second):
-		t.Fatalf("the destination never ended\n%s", &dout)
+		t.Fatalf("the destination never ended\n%s", dout)
 	}
 }
