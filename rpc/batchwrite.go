@@ -18,15 +18,11 @@ const batchMin = 16 << 10
 // findBatcher returns the writeBatcher at or under nc, following NetConn()
 // wrappers, or nil.
 func findBatcher(nc net.Conn) writeBatcher {
-	for range 16 { // bound the walk in case a wrapper returns itself
+	for range maxWrappers {
 		if b, ok := nc.(writeBatcher); ok {
 			return b
 		}
-		w, ok := nc.(interface{ NetConn() net.Conn })
-		if !ok {
-			return nil
-		}
-		if nc = w.NetConn(); nc == nil {
+		if nc = unwrap(nc); nc == nil {
 			return nil
 		}
 	}

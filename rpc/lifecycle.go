@@ -134,16 +134,24 @@ func closeSocket(nc net.Conn) { _ = innermost(nc).Close() }
 
 // innermost is the connection under nc's wrappers (those with NetConn).
 func innermost(nc net.Conn) net.Conn {
-	for range 16 { // bound the walk in case a wrapper returns itself
-		w, ok := nc.(interface{ NetConn() net.Conn })
-		if !ok {
-			break
-		}
-		inner := w.NetConn()
+	for range maxWrappers {
+		inner := unwrap(nc)
 		if inner == nil {
 			break
 		}
 		nc = inner
 	}
 	return nc
+}
+
+// maxWrappers bounds a walk down NetConn in case a wrapper returns itself.
+const maxWrappers = 16
+
+// unwrap returns the connection nc wraps (its NetConn), or nil.
+func unwrap(nc net.Conn) net.Conn {
+	w, ok := nc.(interface{ NetConn() net.Conn })
+	if !ok {
+		return nil
+	}
+	return w.NetConn()
 }

@@ -16,12 +16,8 @@ import (
 // watchdog calls them at most once a tick, never on the read or write
 // path.
 func socketQueues(nc net.Conn) (in, out func() (int64, bool)) {
-	sc, ok := innermost(nc).(syscall.Conn)
-	if !ok {
-		return nil, nil
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
+	rc := rawSocket(innermost(nc))
+	if rc == nil {
 		return nil, nil
 	}
 	queue := func(req uint) func() (int64, bool) {
@@ -37,16 +33,31 @@ func socketQueues(nc net.Conn) (in, out func() (int64, bool)) {
 	return queue(unix.SIOCINQ), queue(unix.SIOCOUTQ)
 }
 
+// rawSocket returns the socket of nc (already unwrapped), or nil if nc is
+// no socket.
+func rawSocket(nc net.Conn) syscall.RawConn {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
+}
+
 // socketAcked returns a function reporting how many bytes the peer's kernel
 // has acknowledged on the TCP socket under nc (TCP_INFO's bytes_acked), or
 // nil if nc is no TCP socket. keepalive counts what the peer keeps taking
 // as its sign of life (sendProgress).
 func socketAcked(nc net.Conn) func() (int64, bool) {
-	if _, ok := innermost(nc).(*net.TCPConn); !ok {
+	tc, ok := innermost(nc).(*net.TCPConn)
+	if !ok {
 		return nil
 	}
-	rc, err := innermost(nc).(syscall.Conn).SyscallConn()
-	if err != nil {
+	rc := rawSocket(tc)
+	if rc == nil {
 		return nil
 	}
 	return func() (int64, bool) {
